@@ -1,0 +1,230 @@
+"""The ``edged`` command. A subcommand is listed here only once it works."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from . import __version__, config, logs
+
+log = logging.getLogger("edged.cli")
+
+
+def _load(args: argparse.Namespace) -> config.Config:
+    path = args.config or config.default_config_path()
+    return config.load(path)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    path = args.config or config.default_config_path()
+    cfg = config.load(path)
+    # Secrets are read (to prove they are readable) but never printed.
+    config.mqtt_password(cfg)
+    if cfg.cloud.enabled:
+        config.cloud_api_key(cfg)
+    print(f"{path or '<built-in defaults>'}: OK: {cfg.summary()}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace, stages: dict[str, Any] | None = None) -> int:
+    from .service import Daemon
+
+    cfg = _load(args)
+    logs.setup(cfg.log.level, cfg.log.format, args.verbose - args.quiet)
+
+    async def main() -> None:
+        daemon = Daemon(cfg, stages=stages)
+        await daemon.run(install_signals=True)
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _mqtt_client(cfg: config.Config, prefix: str) -> Any:
+    import paho.mqtt.client as paho
+
+    from .bus.client import parse_url
+
+    host, port, tls = parse_url(cfg.mqtt.url)
+    v5 = cfg.mqtt.protocol == "5"
+    c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"{prefix}-{uuid.uuid4().hex[:8]}",
+                    protocol=paho.MQTTv5 if v5 else paho.MQTTv311)
+    if cfg.mqtt.username:
+        pw = config.mqtt_password(cfg)
+        c.username_pw_set(cfg.mqtt.username, pw.get() if pw else None)
+    if tls:
+        t = cfg.mqtt.tls
+        c.tls_set(ca_certs=t.ca_file, certfile=t.cert_file, keyfile=t.key_file)
+        if t.insecure:
+            c.tls_insecure_set(True)
+    return c, host, port, v5
+
+
+def _connect(c: Any, host: str, port: int, timeout: float) -> None:
+    ready = threading.Event()
+    c.on_connect = lambda *a: ready.set()
+    c.connect(host, port, keepalive=30)
+    c.loop_start()
+    if not ready.wait(timeout):
+        c.loop_stop()
+        raise SystemExit(f"edged: cannot connect to the broker at {host}:{port}")
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    cfg = _load(args)
+    c, host, port, v5 = _mqtt_client(cfg, "edged-ask")
+    prefix = cfg.mqtt.topic_prefix
+    req_id = uuid.uuid4().hex[:16]
+    reply_topic = f"{prefix}/cli/{req_id}"
+    got: dict[str, Any] = {}
+    done = threading.Event()
+    subscribed = threading.Event()
+
+    def on_message(_c: Any, _u: Any, msg: Any) -> None:
+        got["payload"] = msg.payload
+        done.set()
+
+    c.on_message = on_message
+    c.on_subscribe = lambda *a: subscribed.set()
+    _connect(c, host, port, args.timeout)
+    c.subscribe(reply_topic, qos=1)
+    if not subscribed.wait(args.timeout):
+        raise SystemExit("edged: the broker did not confirm the reply subscription")
+    envelope: dict[str, Any] = {"id": req_id, "text": args.text, "reply_to": reply_topic}
+    if args.agent:
+        envelope["agent"] = args.agent
+    props = None
+    if v5:
+        props = Properties(PacketTypes.PUBLISH)
+        props.ResponseTopic = reply_topic
+        props.CorrelationData = req_id.encode()
+    t0 = time.perf_counter()
+    c.publish(f"{prefix}/in/{args.device}", json.dumps(envelope).encode(), qos=1,
+              properties=props)
+    ok = done.wait(args.timeout)
+    c.loop_stop()
+    c.disconnect()
+    if not ok:
+        print(f"edged: no reply within {args.timeout:g} s (is edged running on {cfg.mqtt.url}?)",
+              file=sys.stderr)
+        return 2
+    elapsed = (time.perf_counter() - t0) * 1000
+    payload = got["payload"]
+    if args.json:
+        print(payload.decode("utf-8", "replace"))
+    try:
+        reply = json.loads(payload)
+    except ValueError:
+        reply = {"text": payload.decode("utf-8", "replace")}
+    if "error" in reply:
+        if not args.json:
+            print(f"error {reply['error'].get('code')}: {reply['error'].get('message')}",
+                  file=sys.stderr)
+        return 1
+    if not args.json:
+        print(reply.get("text", ""))
+        for call in reply.get("tool_calls") or []:
+            print(f"  tool {call.get('tool')}({json.dumps(call.get('arguments'))}) -> "
+                  f"{json.dumps(call.get('result'))}")
+        print(f"  [{reply.get('agent')}, {elapsed:.0f} ms]", file=sys.stderr)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    c, host, port, _v5 = _mqtt_client(cfg, "edged-status")
+    got: dict[str, Any] = {}
+    done = threading.Event()
+
+    def on_message(_c: Any, _u: Any, msg: Any) -> None:
+        got["payload"] = msg.payload
+        done.set()
+
+    c.on_message = on_message
+    _connect(c, host, port, args.timeout)
+    c.subscribe(f"{cfg.mqtt.topic_prefix}/status", qos=1)
+    ok = done.wait(args.timeout)
+    c.loop_stop()
+    c.disconnect()
+    if not ok:
+        print(f"edged: no status on {cfg.mqtt.topic_prefix}/status at {cfg.mqtt.url} "
+              "(edged has never run against this broker?)", file=sys.stderr)
+        return 1
+    try:
+        st = json.loads(got["payload"])
+    except ValueError:
+        print(got["payload"].decode("utf-8", "replace"))
+        return 1
+    if args.json:
+        print(json.dumps(st, indent=2))
+        return 0 if st.get("state") == "online" else 1
+    age = time.time() - float(st.get("ts", 0) or 0)
+    d = st.get("detail", {})
+    print(f"edged {st.get('version', '?')} on {cfg.mqtt.url} as {st.get('client_id')}: "
+          f"{st.get('state', '?').upper()} ({st.get('health', '?')}), updated {age:.0f} s ago")
+    print(f"  queue: {st.get('pending', 0)} pending, {d.get('active', 0)} active, "
+          f"{st.get('outbox', 0)} in outbox")
+    print(f"  totals: {d.get('in', 0)} in, {d.get('processed', 0)} processed, "
+          f"{d.get('out', 0)} sent, {d.get('rejected', 0)} rejected, {d.get('dead', 0)} dead, "
+          f"{d.get('duplicates', 0)} duplicates")
+    models = st.get("models_loaded") or []
+    print(f"  models loaded: {', '.join(models) if models else 'none'}")
+    return 0 if st.get("state") == "online" else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="edged", description="Event-driven AI daemon for edge gateways.")
+    p.add_argument("--version", action="version", version=f"edged {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", type=Path, default=None,
+                        help="config file (default: $EDGED_CONFIG, /etc/edged/edged.toml, "
+                             "~/.config/edged/edged.toml, else built-in defaults)")
+    common.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    common.add_argument("-q", "--quiet", action="count", default=0, help="less logging")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    s = sub.add_parser("run", parents=[common], help="run the daemon (foreground)")
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("check-config", parents=[common], help="validate the config file")
+    s.set_defaults(func=cmd_check_config)
+
+    s = sub.add_parser("ask", parents=[common], help="send a request over MQTT, print the reply")
+    s.add_argument("text")
+    s.add_argument("--agent", default=None)
+    s.add_argument("--device", default="cli")
+    s.add_argument("--timeout", type=float, default=30.0)
+    s.add_argument("--json", action="store_true", help="print the raw reply JSON")
+    s.set_defaults(func=cmd_ask)
+
+    s = sub.add_parser("status", parents=[common], help="show the retained daemon status")
+    s.add_argument("--timeout", type=float, default=3.0)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_status)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command != "run":
+        logs.setup("warning", "auto", args.verbose - args.quiet)
+    try:
+        return int(args.func(args))
+    except config.ConfigError as e:
+        print(f"edged: config error:\n{e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,497 @@
+"""Typed configuration: one TOML file decoded into msgspec Structs.
+
+Every error names the file, the key path and what was expected, because an operator on a
+headless gateway only sees one line in the journal. Unknown keys are errors: a typo must never
+be silently ignored. Secrets come from ``*_file`` keys or ``EDGED_*`` environment variables and
+are wrapped in :class:`Secret` so they never reach a log line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
+PosInt = Annotated[int, msgspec.Meta(ge=1)]
+NonNegFloat = Annotated[float, msgspec.Meta(ge=0)]
+PosFloat = Annotated[float, msgspec.Meta(gt=0)]
+Percent = Annotated[float, msgspec.Meta(ge=0, le=100)]
+Name = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")]
+
+
+class ConfigError(Exception):
+    """A configuration problem, already phrased for the operator (file: key.path: message)."""
+
+
+class Secret:
+    """A string that never shows itself in repr/str/logs."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    pass
+
+
+def default_state_dir() -> Path:
+    """systemd's StateDirectory when run as a service, else a per-user directory."""
+    if os.environ.get("STATE_DIRECTORY"):
+        return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "edged"
+
+
+class LogConfig(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "text", "json"] = "auto"
+
+
+class TLSConfig(_Section):
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    insecure: bool = False
+
+
+class MQTTConfig(_Section):
+    url: Annotated[str, msgspec.Meta(pattern=r"^mqtts?://")] = "mqtt://127.0.0.1:1883"
+    client_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] = "edged"
+    protocol: Literal["5", "3.1.1"] = "5"
+    username: str | None = None
+    password_file: str | None = None
+    keepalive_s: Annotated[int, msgspec.Meta(ge=5, le=65535)] = 30
+    session_expiry_s: NonNegInt = 7 * 24 * 3600
+    topic_prefix: Annotated[str, msgspec.Meta(pattern=r"^[^#+\s]+$")] = "edged"
+    shared_group: Annotated[str, msgspec.Meta(pattern=r"^[^/#+\s]+$")] | None = None
+    tls: TLSConfig = msgspec.field(default_factory=TLSConfig)
+    embedded_broker: bool = False
+    # How many QoS 1 messages the broker may have in flight to us (MQTT v5 Receive Maximum):
+    # this is the bound of the receive queue, since nothing is acked before it is journaled.
+    receive_maximum: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 256
+    reconnect_min_s: PosFloat = 0.5
+    reconnect_max_s: PosFloat = 30.0
+
+
+class StorageConfig(_Section):
+    path: str = ""  # empty: <state dir>/edged.db
+
+
+class DeliveryConfig(_Section):
+    """Journal, dedup, retries, outbox and admission (a refinement of DESIGN.md's sections)."""
+
+    dedup_window_s: PosFloat = 600.0
+    retention_s: PosFloat = 7 * 24 * 3600.0
+    max_attempts: PosInt = 3
+    max_payload_bytes: Annotated[int, msgspec.Meta(ge=64)] = 64 * 1024
+    max_pending: PosInt = 10_000
+    workers: Annotated[int, msgspec.Meta(ge=1, le=256)] = 4
+    batch_max: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 512
+    outbox_max_rows: PosInt = 100_000
+    outbox_ttl_s: PosFloat = 24 * 3600.0
+    outbox_max_inflight: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 32
+    rate_per_s: NonNegFloat = 5.0  # per device; 0 disables the limit
+    rate_burst: PosInt = 20
+    status_interval_s: PosFloat = 30.0
+    shutdown_timeout_s: PosFloat = 10.0
+
+
+class ModelConfig(_Section):
+    backend: Literal["llama_cpp", "onnx_genai", "openai"]
+    path: str = ""
+    context: Annotated[int, msgspec.Meta(ge=128)] = 2048
+    threads: Annotated[int, msgspec.Meta(ge=1, le=256)] = 1
+    base_url: str | None = None
+    model: str | None = None
+    api_key_file: str | None = None
+    timeout_s: PosFloat = 60.0
+
+
+class ResourcesConfig(_Section):
+    idle_unload_s: NonNegInt = 300
+    max_loaded_models: PosInt = 2
+    memory_budget_mb: NonNegInt = 0  # 0: derive from available memory
+    min_free_memory_mb: NonNegInt = 256
+    battery_low_percent: Percent = 20.0
+    thermal_high_c: float = 80.0
+
+
+class AgentConfig(_Section):
+    model: str = ""
+    description: str = ""
+    system_prompt: str = ""
+    tools: list[str] = []
+    max_steps: Annotated[int, msgspec.Meta(ge=1, le=32)] = 4
+    memory: bool = True
+    low_power_model: str | None = None
+    escalate: Literal["never", "auto", "always"] = "auto"
+
+
+class RouteConfig(_Section):
+    topic: Annotated[str, msgspec.Meta(min_length=1)]
+    agent: Name
+    priority: Annotated[int, msgspec.Meta(ge=0, le=9)] = 5
+
+
+class RouterConfig(_Section):
+    default_agent: Name = "echo"
+    min_confidence: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.3
+
+
+class PluginsConfig(_Section):
+    dirs: list[str] = []
+    tool_timeout_s: PosFloat = 10.0
+
+
+class MemoryConfig(_Section):
+    enabled: bool = True
+    embedder: str = "bundled:minilm-l6-int8"
+    consolidate_every_s: PosInt = 3600
+    retention_days: PosInt = 365
+    max_turns: PosInt = 20
+
+
+class CloudConfig(_Section):
+    enabled: bool = False
+    base_url: str = ""
+    model: str = ""
+    api_key_file: str | None = None
+    escalate_below: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.4
+    offline: Literal["queue", "local"] = "queue"
+    redact_fields: list[str] = []
+    daily_requests: NonNegInt = 200
+    daily_tokens: NonNegInt = 200_000
+    timeout_s: PosFloat = 30.0
+
+
+class ACLRule(_Section):
+    match: Annotated[str, msgspec.Meta(min_length=1)]
+    allow: list[str] = []
+    deny: list[str] = []
+
+
+class MetricsConfig(_Section):
+    enabled: bool = False
+    listen: Annotated[str, msgspec.Meta(pattern=r"^[^:]+:\d+$")] = "127.0.0.1:9108"
+
+
+class Config(_Section):
+    log: LogConfig = msgspec.field(default_factory=LogConfig)
+    mqtt: MQTTConfig = msgspec.field(default_factory=MQTTConfig)
+    storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
+    delivery: DeliveryConfig = msgspec.field(default_factory=DeliveryConfig)
+    models: dict[Name, ModelConfig] = {}
+    resources: ResourcesConfig = msgspec.field(default_factory=ResourcesConfig)
+    agents: dict[Name, AgentConfig] = {}
+    routes: list[RouteConfig] = []
+    router: RouterConfig = msgspec.field(default_factory=RouterConfig)
+    plugins: PluginsConfig = msgspec.field(default_factory=PluginsConfig)
+    memory: MemoryConfig = msgspec.field(default_factory=MemoryConfig)
+    cloud: CloudConfig = msgspec.field(default_factory=CloudConfig)
+    acl: list[ACLRule] = []
+    metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
+
+    @property
+    def db_path(self) -> Path:
+        return Path(self.storage.path) if self.storage.path else default_state_dir() / "edged.db"
+
+    def summary(self) -> str:
+        return (
+            f"broker {self.mqtt.url} as {self.mqtt.client_id} (MQTT {self.mqtt.protocol}), "
+            f"prefix '{self.mqtt.topic_prefix}', {len(self.models)} model(s), "
+            f"{len(self.agents)} agent(s), {len(self.routes)} route(s), "
+            f"{len(self.acl)} ACL rule(s), db {self.db_path}"
+        )
+
+
+BUILTIN_AGENTS = frozenset({"echo", "sink"})
+
+# --------------------------------------------------------------------------------------------
+# Loading and error phrasing
+
+
+def default_config_path() -> Path | None:
+    """$EDGED_CONFIG, then /etc/edged/edged.toml, then ~/.config/edged/edged.toml."""
+    env = os.environ.get("EDGED_CONFIG")
+    if env:
+        return Path(env)
+    for candidate in (
+        Path("/etc/edged/edged.toml"),
+        Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "edged" / "edged.toml",
+    ):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load(path: str | Path | None) -> Config:
+    """Read and validate a config file; ``None`` means built-in defaults."""
+    if path is None:
+        return _validate(Config(), "<defaults>")
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: file not found") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: invalid TOML: {e}") from None
+    return loads_dict(raw, str(p))
+
+
+def loads_dict(raw: dict[str, Any], source: str = "<config>") -> Config:
+    try:
+        cfg = msgspec.convert(raw, Config)
+    except msgspec.ValidationError as e:
+        raise ConfigError(f"{source}: {_phrase(raw, str(e))}") from None
+    return _validate(cfg, source)
+
+
+_AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<key>[^`]*)`$")
+_MISSING = re.compile(r"^Object missing required field `(?P<key>[^`]*)`$")
+_EXPECTED = re.compile(r"^Expected `(?P<what>[^`]*)`(?P<rest>.*?)(?:, got `(?P<got>[^`]*)`)?$")
+
+
+def _phrase(raw: Any, message: str) -> str:
+    m = _AT.match(message)
+    assert m is not None
+    msg, path = m.group("msg"), m.group("path") or ""
+    steps = _steps(path)
+    steps = _resolve_dict_keys(raw, steps, msg)
+    here = _join(steps)
+    if u := _UNKNOWN.match(msg):
+        key = ".".join(x for x in (here, u.group("key")) if x)
+        known = _known_keys(steps)
+        hint = f" (known keys: {', '.join(known)})" if known else ""
+        return f"{key}: unknown key{hint}"
+    if mm := _MISSING.match(msg):
+        key = ".".join(x for x in (here, mm.group("key")) if x)
+        return f"{key}: required key is missing"
+    value = _value_at(raw, steps)
+    got = _describe(value, steps)
+    expected_type = _type_at(steps)
+    if e := _EXPECTED.match(msg):
+        what = {"object": "table", "array": "array"}.get(e.group("what"), e.group("what"))
+        rest = e.group("rest").strip() or _constraints(expected_type)
+        return f"{here or '<top>'}: expected {what}{' ' + rest if rest else ''}, got {got}"
+    if msg.startswith("Invalid enum value"):
+        choices = typing.get_args(_strip_annotated(expected_type))
+        if choices:
+            return f"{here}: expected one of {', '.join(map(repr, choices))}, got {got}"
+    return f"{here or '<top>'}: {msg[:1].lower() + msg[1:]}, got {got}"
+
+
+def _steps(path: str) -> list[str | int]:
+    out: list[str | int] = []
+    for name, idx in re.findall(r"\.([^.\[]+)|\[([^\]]*)\]", path):
+        if name:
+            out.append(name)
+        elif idx == "...":
+            out.append("...")
+        else:
+            out.append(int(idx))
+    return out
+
+
+def _join(steps: list[str | int]) -> str:
+    out = ""
+    for s in steps:
+        out += f"[{s}]" if isinstance(s, int) else (f".{s}" if out else str(s))
+    return out
+
+
+def _resolve_dict_keys(raw: Any, steps: list[str | int], msg: str) -> list[str | int]:
+    """msgspec reports dict keys as ``[...]``: find the entry that fails on its own."""
+    if "..." not in steps:
+        return steps
+    i = steps.index("...")
+    container = _value_at(raw, steps[:i])
+    value_type = _type_at(steps[:i + 1])
+    if isinstance(container, dict) and value_type is not None:
+        for key, value in container.items():
+            try:
+                msgspec.convert(value, value_type)
+            except msgspec.ValidationError:
+                return steps[:i] + [str(key)] + _resolve_dict_keys(value, steps[i + 1:], msg)
+    return steps
+
+
+def _type_at(steps: list[str | int]) -> Any:
+    t: Any = Config
+    for s in steps:
+        origin = typing.get_origin(t)
+        if origin is Annotated:
+            t = typing.get_args(t)[0]
+            origin = typing.get_origin(t)
+        if isinstance(s, str) and s != "..." and isinstance(t, type) and issubclass(
+            t, msgspec.Struct
+        ):
+            t = typing.get_type_hints(t, include_extras=True).get(s)
+        elif origin in (list, dict):
+            t = typing.get_args(t)[-1]
+        else:
+            return None
+    return t
+
+
+def _strip_annotated(t: Any) -> Any:
+    while typing.get_origin(t) is Annotated:
+        t = typing.get_args(t)[0]
+    return t
+
+
+def _constraints(t: Any) -> str:
+    """'>= 0' and the like, from the Annotated msgspec.Meta of a field type."""
+    parts: list[str] = []
+    for arg in typing.get_args(t)[1:] if typing.get_origin(t) is Annotated else ():
+        if isinstance(arg, msgspec.Meta):
+            for attr, sym in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+                if getattr(arg, attr) is not None:
+                    parts.append(f"{sym} {getattr(arg, attr)}")
+            if arg.pattern is not None:
+                parts.append(f"matching {arg.pattern!r}")
+            if arg.min_length is not None:
+                parts.append(f"of length >= {arg.min_length}")
+    return " and ".join(parts)
+
+
+def _known_keys(steps: list[str | int]) -> list[str]:
+    t = _type_at(steps)
+    if isinstance(t, type) and issubclass(t, msgspec.Struct):
+        return list(t.__struct_fields__)
+    return []
+
+
+def _value_at(raw: Any, steps: list[str | int]) -> Any:
+    cur = raw
+    for s in steps:
+        try:
+            cur = cur[s]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return cur
+
+
+_SECRETISH = re.compile(r"(password|secret|token|key)(?!_file)", re.I)
+
+
+def _describe(value: Any, steps: list[str | int]) -> str:
+    tname = {dict: "table", list: "array", str: "str", bool: "bool", int: "int",
+             float: "float"}.get(type(value), type(value).__name__)
+    if value is None or isinstance(value, (dict, list)):
+        return tname
+    if steps and isinstance(steps[-1], str) and _SECRETISH.search(steps[-1]):
+        return tname
+    text = repr(value)
+    return f"{tname} {text if len(text) <= 40 else text[:37] + '...'}"
+
+
+def _validate(cfg: Config, source: str) -> Config:
+    """Cross-field checks that a type alone cannot express."""
+    problems: list[str] = []
+    for name, agent in cfg.agents.items():
+        if name in BUILTIN_AGENTS:
+            problems.append(f"agents.{name}: '{name}' is a built-in diagnostic agent name")
+        if agent.model and agent.model not in cfg.models:
+            problems.append(
+                f"agents.{name}.model: expected one of [models] ({_names(cfg.models)}), "
+                f"got {agent.model!r}"
+            )
+        if agent.low_power_model and agent.low_power_model not in cfg.models:
+            problems.append(
+                f"agents.{name}.low_power_model: expected one of [models] "
+                f"({_names(cfg.models)}), got {agent.low_power_model!r}"
+            )
+    known_agents = set(cfg.agents) | BUILTIN_AGENTS
+    for i, route in enumerate(cfg.routes):
+        if route.agent not in known_agents:
+            problems.append(
+                f"routes[{i}].agent: expected one of {sorted(known_agents)}, got {route.agent!r}"
+            )
+        if err := topic_filter_error(route.topic):
+            problems.append(f"routes[{i}].topic: {err}, got {route.topic!r}")
+    if cfg.router.default_agent not in known_agents:
+        problems.append(
+            f"router.default_agent: expected one of {sorted(known_agents)}, "
+            f"got {cfg.router.default_agent!r}"
+        )
+    for i, rule in enumerate(cfg.acl):
+        if not rule.allow and not rule.deny:
+            problems.append(f"acl[{i}]: expected at least one of 'allow' or 'deny'")
+    for name, model in cfg.models.items():
+        if model.backend == "openai" and not model.base_url:
+            problems.append(f"models.{name}.base_url: required for backend 'openai'")
+        if model.backend != "openai" and not model.path:
+            problems.append(f"models.{name}.path: required for backend '{model.backend}'")
+    if cfg.mqtt.reconnect_max_s < cfg.mqtt.reconnect_min_s:
+        problems.append("mqtt.reconnect_max_s: expected >= mqtt.reconnect_min_s")
+    if bool(cfg.mqtt.tls.cert_file) != bool(cfg.mqtt.tls.key_file):
+        problems.append("mqtt.tls: cert_file and key_file must be given together")
+    if cfg.cloud.enabled and not (cfg.cloud.base_url and cfg.cloud.model):
+        problems.append("cloud: base_url and model are required when enabled = true")
+    if problems:
+        raise ConfigError("\n".join(f"{source}: {p}" for p in problems))
+    return cfg
+
+
+def _names(d: dict[str, Any]) -> str:
+    return ", ".join(sorted(d)) or "none defined"
+
+
+def topic_filter_error(topic: str) -> str | None:
+    """Why an MQTT topic filter is invalid, or None."""
+    if not topic or len(topic.encode()) > 65535 or "\x00" in topic:
+        return "expected a non-empty MQTT topic filter"
+    levels = topic.split("/")
+    for i, level in enumerate(levels):
+        if "#" in level and (level != "#" or i != len(levels) - 1):
+            return "'#' must be a whole last level"
+        if "+" in level and level != "+":
+            return "'+' must be a whole level"
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Secrets
+
+
+def read_secret(file_key: str, file_value: str | None, env_name: str) -> Secret | None:
+    """A secret from ``$<env_name>``, ``$<env_name>_FILE`` or the config's ``*_file`` key."""
+    if os.environ.get(env_name):
+        return Secret(os.environ[env_name])
+    path = os.environ.get(env_name + "_FILE") or file_value
+    if not path:
+        return None
+    try:
+        return Secret(Path(path).read_text(encoding="utf-8").strip())
+    except OSError as e:
+        raise ConfigError(f"{file_key}: cannot read secret file {path}: {e.strerror}") from None
+
+
+def mqtt_password(cfg: Config) -> Secret | None:
+    return read_secret("mqtt.password_file", cfg.mqtt.password_file, "EDGED_MQTT_PASSWORD")
+
+
+def cloud_api_key(cfg: Config) -> Secret | None:
+    return read_secret("cloud.api_key_file", cfg.cloud.api_key_file, "EDGED_CLOUD_API_KEY")

@@ -1,0 +1,557 @@
+"""Durable inbox, outbox, dedup, tool-step log and dead letters in one SQLite file (WAL).
+
+All access goes through one writer thread that groups whatever work is queued into a single
+transaction (group commit): many messages cost one fsync, and the event loop never blocks on
+disk. Each queued operation runs in its own SAVEPOINT, so one failing operation does not undo
+its neighbours. A commit failure (disk full, I/O error) fails every operation of the group; the
+caller then does not ack, and the broker redelivers.
+
+Inbox states: received -> processing -> done | dead; a failed attempt goes back to received
+with a back-off (``not_before``) until ``max_attempts``, then dead (quarantined + DLQ).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+import sqlean as sqlite3
+
+from .messages import DeadLetter
+
+log = logging.getLogger("edged.journal")
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS inbox(
+  id INTEGER PRIMARY KEY,
+  key TEXT NOT NULL,
+  topic TEXT NOT NULL,
+  payload BLOB NOT NULL,
+  meta BLOB NOT NULL,
+  priority INTEGER NOT NULL DEFAULT 5,
+  state TEXT NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  not_before REAL NOT NULL DEFAULT 0,
+  error TEXT,
+  received_at REAL NOT NULL,
+  updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS inbox_ready ON inbox(priority DESC, id) WHERE state = 'received';
+CREATE INDEX IF NOT EXISTS inbox_open ON inbox(state) WHERE state IN ('received', 'processing');
+CREATE INDEX IF NOT EXISTS inbox_age ON inbox(updated_at) WHERE state IN ('done', 'dead');
+CREATE TABLE IF NOT EXISTS seen(
+  key TEXT PRIMARY KEY, inbox_id INTEGER, expires REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS seen_expires ON seen(expires);
+CREATE TABLE IF NOT EXISTS outbox(
+  id INTEGER PRIMARY KEY,
+  topic TEXT NOT NULL,
+  payload BLOB NOT NULL,
+  props BLOB,
+  qos INTEGER NOT NULL DEFAULT 1,
+  retain INTEGER NOT NULL DEFAULT 0,
+  priority INTEGER NOT NULL,
+  kind TEXT NOT NULL,
+  inbox_id INTEGER,
+  created_at REAL NOT NULL,
+  expires_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_order ON outbox(priority DESC, id);
+CREATE TABLE IF NOT EXISTS steps(
+  inbox_id INTEGER NOT NULL,
+  key TEXT NOT NULL,
+  state TEXT NOT NULL,
+  result BLOB,
+  started_at REAL NOT NULL,
+  finished_at REAL,
+  PRIMARY KEY(inbox_id, key)
+) WITHOUT ROWID;
+"""
+
+SCHEMA_VERSION = "1"
+
+# Outbox priorities: higher drains first.
+PRIO_STATUS = 9
+PRIO_DLQ = 4
+PRIO_EVENT = 1
+
+
+class JournalError(Exception):
+    pass
+
+
+class StepInDoubt(Exception):
+    """A journaled step started before a crash and never recorded an outcome.
+
+    It is never re-run: its side effect may already have happened.
+    """
+
+
+class Meta(msgspec.Struct, omit_defaults=True):
+    """Per-message facts kept next to the raw payload."""
+
+    device: str = ""
+    reply_topic: str = ""
+    correlation: bytes | None = None
+    agent: str = ""
+    confidence: float = 1.0
+    qos: int = 1
+
+
+@dataclass(slots=True)
+class Incoming:
+    """One message as the ingest stage classified it, ready to be journaled."""
+
+    key: str
+    key_is_content: bool
+    topic: str
+    payload: bytes
+    meta: Meta
+    priority: int = 5
+    # None: to be processed; "sink": journal only; else an error to answer right away.
+    outcome: str | None = None
+    error_code: str = ""
+    error_message: str = ""
+    outbox: list[OutRow] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class OutRow:
+    topic: str
+    payload: bytes
+    priority: int
+    kind: str  # reply | error | dlq | event
+    props: bytes | None = None  # msgpack: correlation data etc.
+    qos: int = 1
+    retain: bool = False
+
+
+@dataclass(slots=True)
+class InboxRow:
+    id: int
+    key: str
+    topic: str
+    payload: bytes
+    meta: Meta
+    priority: int
+    attempts: int
+
+
+@dataclass(slots=True)
+class OutboxRow:
+    id: int
+    topic: str
+    payload: bytes
+    props: bytes | None
+    qos: int
+    retain: bool
+    priority: int
+    kind: str
+
+
+_META_ENC = msgspec.msgpack.Encoder()
+_META_DEC = msgspec.msgpack.Decoder(Meta)
+
+
+def dead_letter_payload(
+    topic: str, payload: bytes, reason: str, code: str, msg_id: str | None, attempts: int
+) -> bytes:
+    try:
+        body, enc = payload.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        body, enc = base64.b64encode(payload).decode(), "base64"
+    return msgspec.json.encode(
+        DeadLetter(id=msg_id, topic=topic, reason=reason, code=code, payload=body,
+                   payload_encoding=enc, attempts=attempts, ts=round(time.time(), 3))
+    )
+
+
+class Journal:
+    """The journal; every public coroutine runs on the writer thread."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        synchronous: str = "FULL",
+        dedup_window_s: float = 600.0,
+        retention_s: float = 7 * 86400.0,
+        outbox_max_rows: int = 100_000,
+        outbox_ttl_s: float = 86400.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = path
+        self.dedup_window_s = dedup_window_s
+        self.retention_s = retention_s
+        self.outbox_max_rows = outbox_max_rows
+        self.outbox_ttl_s = outbox_ttl_s
+        self.clock = clock
+        self._synchronous = synchronous
+        self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._conn: sqlite3.Connection | None = None
+        self.commits = 0
+        self.dropped_outbox = 0
+        self.outbox_rows = 0  # kept by the writer thread; recounted at open and clean-up
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._thread = threading.Thread(
+            target=self._run, args=(asyncio.get_running_loop(), ready), name="edged-journal",
+            daemon=True,
+        )
+        self._thread.start()
+        await ready
+
+    async def close(self) -> None:
+        if self._thread is None:
+            return
+        self._q.put(None)
+        await asyncio.to_thread(self._thread.join)
+        self._thread = None
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute("PRAGMA foreign_keys=OFF")
+        conn.executescript(SCHEMA)
+        conn.execute(
+            "INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', ?)", (SCHEMA_VERSION,)
+        )
+        return conn
+
+    def _run(self, loop: asyncio.AbstractEventLoop, ready: asyncio.Future[None]) -> None:
+        try:
+            self._conn = conn = self._connect()
+        except Exception as e:  # noqa: BLE001 - reported to the opener
+            loop.call_soon_threadsafe(_set_exc, ready, JournalError(f"{self.path}: {e}"))
+            return
+        self.outbox_rows = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+        loop.call_soon_threadsafe(_set_result, ready, None)
+        stop = False
+        while not stop:
+            item = self._q.get()
+            batch = []
+            while item is not None:
+                batch.append(item)
+                if len(batch) >= 1024:
+                    break
+                try:
+                    item = self._q.get_nowait()
+                except queue.Empty:
+                    break
+            if item is None:
+                stop = True
+            if batch:
+                self._run_batch(conn, batch)
+        conn.close()
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
+        results: list[tuple[bool, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for fn, args, _fut, _loop in batch:
+                conn.execute("SAVEPOINT op")
+                try:
+                    results.append((True, fn(conn, *args)))
+                    conn.execute("RELEASE op")
+                except Exception as e:  # noqa: BLE001 - handed to the caller
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    results.append((False, e))
+            conn.execute("COMMIT")
+            self.commits += 1
+        except Exception as e:  # noqa: BLE001 - the whole group failed to commit
+            log.error("journal commit failed: %s", e)
+            try:
+                conn.execute("ROLLBACK")
+            except Exception:  # noqa: BLE001
+                pass
+            err = JournalError(f"journal commit failed: {e}")
+            results = [(False, err)] * len(batch)
+        for (ok, value), (_fn, _args, fut, loop) in zip(results, batch, strict=True):
+            loop.call_soon_threadsafe(_set_result if ok else _set_exc, fut, value)
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._thread is None:
+            raise JournalError("journal is closed")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        self._q.put((fn, args, fut, loop))
+        return await fut
+
+    # -- inbox ----------------------------------------------------------------------------------
+
+    async def accept(self, items: Sequence[Incoming]) -> list[int | None]:
+        """Journal a batch. Returns the inbox id of each item, or None for a duplicate."""
+        return await self._call(self._accept, list(items))
+
+    def _accept(self, conn: sqlite3.Connection, items: list[Incoming]) -> list[int | None]:
+        now = self.clock()
+        out: list[int | None] = []
+        for it in items:
+            row = conn.execute("SELECT expires FROM seen WHERE key = ?", (it.key,)).fetchone()
+            if row is not None and row[0] > now:
+                out.append(None)
+                continue
+            state = "received" if it.outcome is None else ("done" if it.outcome == "sink" else
+                                                            "dead")
+            cur = conn.execute(
+                "INSERT INTO inbox(key, topic, payload, meta, priority, state, error, "
+                "received_at, updated_at) VALUES(?,?,?,?,?,?,?,?,?)",
+                (it.key, it.topic, it.payload, _META_ENC.encode(it.meta), it.priority, state,
+                 f"{it.error_code}: {it.error_message}" if it.error_code else None, now, now),
+            )
+            inbox_id = cur.lastrowid
+            ttl = self.dedup_window_s if it.key_is_content else self.retention_s
+            conn.execute(
+                "INSERT OR REPLACE INTO seen(key, inbox_id, expires) VALUES(?,?,?)",
+                (it.key, inbox_id, now + ttl),
+            )
+            self._enqueue(conn, it.outbox, inbox_id, now)
+            out.append(inbox_id)
+        return out
+
+    async def claim(self, limit: int) -> list[InboxRow]:
+        """Move up to ``limit`` ready messages to processing (priority first), durably."""
+        return await self._call(self._claim, limit)
+
+    def _claim(self, conn: sqlite3.Connection, limit: int) -> list[InboxRow]:
+        now = self.clock()
+        rows = conn.execute(
+            "UPDATE inbox SET state = 'processing', attempts = attempts + 1, updated_at = ? "
+            "WHERE id IN (SELECT id FROM inbox WHERE state = 'received' AND not_before <= ? "
+            "ORDER BY priority DESC, id LIMIT ?) "
+            "RETURNING id, key, topic, payload, meta, priority, attempts",
+            (now, now, limit),
+        ).fetchall()
+        rows.sort(key=lambda r: (-r[5], r[0]))
+        return [InboxRow(r[0], r[1], r[2], r[3], _META_DEC.decode(r[4]), r[5], r[6]) for r in rows]
+
+    async def next_ready_at(self) -> float | None:
+        """When the earliest deferred (retrying) message becomes ready, if any."""
+        return await self._call(self._next_ready_at)
+
+    def _next_ready_at(self, conn: sqlite3.Connection) -> float | None:
+        row = conn.execute("SELECT min(not_before) FROM inbox WHERE state = 'received'").fetchone()
+        return row[0] if row and row[0] is not None else None
+
+    async def complete(self, inbox_id: int, rows: Sequence[OutRow]) -> None:
+        """Mark done and queue its replies/events in the same transaction."""
+        await self._call(self._complete, inbox_id, list(rows))
+
+    def _complete(self, conn: sqlite3.Connection, inbox_id: int, rows: list[OutRow]) -> None:
+        now = self.clock()
+        conn.execute(
+            "UPDATE inbox SET state = 'done', updated_at = ?, error = NULL WHERE id = ?",
+            (now, inbox_id),
+        )
+        self._enqueue(conn, rows, inbox_id, now)
+
+    async def retry_later(self, inbox_id: int, error: str, delay_s: float) -> None:
+        await self._call(self._retry_later, inbox_id, error, delay_s)
+
+    def _retry_later(self, conn: sqlite3.Connection, inbox_id: int, error: str, delay: float) -> None:
+        now = self.clock()
+        conn.execute(
+            "UPDATE inbox SET state = 'received', not_before = ?, error = ?, updated_at = ? "
+            "WHERE id = ?",
+            (now + delay, error, now, inbox_id),
+        )
+
+    async def release(self, inbox_ids: Sequence[int]) -> None:
+        """Put claimed messages back untouched (shutdown checkpoint): no attempt is counted."""
+        await self._call(self._release, list(inbox_ids))
+
+    def _release(self, conn: sqlite3.Connection, ids: list[int]) -> None:
+        conn.executemany(
+            "UPDATE inbox SET state = 'received', attempts = max(attempts - 1, 0) "
+            "WHERE id = ? AND state = 'processing'",
+            [(i,) for i in ids],
+        )
+
+    async def kill(self, inbox_id: int, error: str, rows: Sequence[OutRow]) -> None:
+        """Quarantine: state dead, with its error reply and DLQ copy queued atomically."""
+        await self._call(self._kill, inbox_id, error, list(rows))
+
+    def _kill(self, conn: sqlite3.Connection, inbox_id: int, error: str, rows: list[OutRow]) -> None:
+        now = self.clock()
+        conn.execute(
+            "UPDATE inbox SET state = 'dead', error = ?, updated_at = ? WHERE id = ?",
+            (error, now, inbox_id),
+        )
+        self._enqueue(conn, rows, inbox_id, now)
+
+    async def recover(self, max_attempts: int) -> tuple[int, list[InboxRow]]:
+        """At start-up: requeue messages interrupted by a crash.
+
+        Returns (requeued count, rows that used up their attempts and must be quarantined).
+        """
+        return await self._call(self._recover, max_attempts)
+
+    def _recover(self, conn: sqlite3.Connection, max_attempts: int) -> tuple[int, list[InboxRow]]:
+        poisoned = conn.execute(
+            "SELECT id, key, topic, payload, meta, priority, attempts FROM inbox "
+            "WHERE state = 'processing' AND attempts >= ?",
+            (max_attempts,),
+        ).fetchall()
+        cur = conn.execute(
+            "UPDATE inbox SET state = 'received' WHERE state = 'processing' AND attempts < ?",
+            (max_attempts,),
+        )
+        return cur.rowcount, [
+            InboxRow(r[0], r[1], r[2], r[3], _META_DEC.decode(r[4]), r[5], r[6]) for r in poisoned
+        ]
+
+    async def counts(self) -> dict[str, int]:
+        return await self._call(self._counts)
+
+    def _counts(self, conn: sqlite3.Connection) -> dict[str, int]:
+        out = {s: 0 for s in ("received", "processing", "done", "dead")}
+        for state, n in conn.execute("SELECT state, count(*) FROM inbox GROUP BY state"):
+            out[state] = n
+        out["outbox"] = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+        return out
+
+    # -- steps: at-most-once side effects -------------------------------------------------------
+
+    async def step_begin(self, inbox_id: int, key: str) -> tuple[str, bytes | None]:
+        """Record that a side-effecting step starts. Returns ("new", None) when it may run,
+        ("done", result) when it already ran; raises StepInDoubt when it started before a
+        crash and its outcome is unknown."""
+        return await self._call(self._step_begin, inbox_id, key)
+
+    def _step_begin(self, conn: sqlite3.Connection, inbox_id: int, key: str) -> tuple[str, Any]:
+        row = conn.execute(
+            "SELECT state, result FROM steps WHERE inbox_id = ? AND key = ?", (inbox_id, key)
+        ).fetchone()
+        if row is None:
+            conn.execute(
+                "INSERT INTO steps(inbox_id, key, state, started_at) VALUES(?,?,'started',?)",
+                (inbox_id, key, self.clock()),
+            )
+            return "new", None
+        if row[0] == "done":
+            return "done", row[1]
+        raise StepInDoubt(f"step {key!r} was interrupted; its outcome is unknown")
+
+    async def step_end(self, inbox_id: int, key: str, result: bytes) -> None:
+        await self._call(self._step_end, inbox_id, key, result)
+
+    def _step_end(self, conn: sqlite3.Connection, inbox_id: int, key: str, result: bytes) -> None:
+        conn.execute(
+            "UPDATE steps SET state = 'done', result = ?, finished_at = ? "
+            "WHERE inbox_id = ? AND key = ?",
+            (result, self.clock(), inbox_id, key),
+        )
+
+    # -- outbox ---------------------------------------------------------------------------------
+
+    async def enqueue(self, rows: Sequence[OutRow]) -> None:
+        await self._call(self._enqueue_now, list(rows))
+
+    def _enqueue_now(self, conn: sqlite3.Connection, rows: list[OutRow]) -> None:
+        self._enqueue(conn, rows, None, self.clock())
+
+    def _enqueue(
+        self, conn: sqlite3.Connection, rows: list[OutRow], inbox_id: int | None, now: float
+    ) -> None:
+        if not rows:
+            return
+        conn.executemany(
+            "INSERT INTO outbox(topic, payload, props, qos, retain, priority, kind, inbox_id, "
+            "created_at, expires_at) VALUES(?,?,?,?,?,?,?,?,?,?)",
+            [(r.topic, r.payload, r.props, r.qos, int(r.retain), r.priority, r.kind, inbox_id,
+              now, now + self.outbox_ttl_s) for r in rows],
+        )
+        self.outbox_rows += len(rows)
+        if self.outbox_rows > self.outbox_max_rows:
+            self.outbox_rows = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+        if self.outbox_rows > self.outbox_max_rows:
+            # Bounded: shed the lowest-priority, oldest rows (events before replies).
+            cur = conn.execute(
+                "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox "
+                "ORDER BY priority ASC, id ASC LIMIT ?)",
+                (self.outbox_rows - self.outbox_max_rows,),
+            )
+            self.dropped_outbox += cur.rowcount
+            self.outbox_rows -= cur.rowcount
+            log.warning("outbox full: dropped %d lowest-priority rows", cur.rowcount)
+
+    async def outbox_fetch(self, limit: int, exclude: Sequence[int] = ()) -> list[OutboxRow]:
+        return await self._call(self._outbox_fetch, limit, tuple(exclude))
+
+    def _outbox_fetch(
+        self, conn: sqlite3.Connection, limit: int, exclude: tuple[int, ...]
+    ) -> list[OutboxRow]:
+        now = self.clock()
+        expired = conn.execute("DELETE FROM outbox WHERE expires_at < ?", (now,)).rowcount
+        if expired:
+            self.outbox_rows -= expired
+            log.warning("outbox: %d row(s) expired undelivered", expired)
+        rows = conn.execute(
+            "SELECT id, topic, payload, props, qos, retain, priority, kind FROM outbox "
+            "ORDER BY priority DESC, id LIMIT ?",
+            (limit + len(exclude),),
+        ).fetchall()
+        ex = set(exclude)
+        return [OutboxRow(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7])
+                for r in rows if r[0] not in ex][:limit]
+
+    async def outbox_done(self, ids: Sequence[int]) -> None:
+        await self._call(self._outbox_done, list(ids))
+
+    def _outbox_done(self, conn: sqlite3.Connection, ids: list[int]) -> None:
+        for i in ids:
+            self.outbox_rows -= conn.execute("DELETE FROM outbox WHERE id = ?", (i,)).rowcount
+
+    # -- housekeeping -------------------------------------------------------------------------
+
+    async def cleanup(self) -> dict[str, int]:
+        return await self._call(self._cleanup)
+
+    def _cleanup(self, conn: sqlite3.Connection) -> dict[str, int]:
+        now = self.clock()
+        cutoff = now - self.retention_s
+        old = [r[0] for r in conn.execute(
+            "SELECT id FROM inbox WHERE state IN ('done', 'dead') AND updated_at < ?", (cutoff,)
+        )]
+        conn.executemany("DELETE FROM steps WHERE inbox_id = ?", [(i,) for i in old])
+        conn.executemany("DELETE FROM inbox WHERE id = ?", [(i,) for i in old])
+        seen = conn.execute("DELETE FROM seen WHERE expires < ?", (now,)).rowcount
+        self.outbox_rows = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+        return {"inbox": len(old), "seen": seen}
+
+    async def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        """Read-only helper for the CLI, tests and status."""
+        return await self._call(_query, sql, params)
+
+
+def _query(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    return conn.execute(sql, params).fetchall()
+
+
+def _set_result(fut: asyncio.Future[Any], value: Any) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+def _set_exc(fut: asyncio.Future[Any], exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)

@@ -1,0 +1,51 @@
+"""Message -> agent: an explicit agent in the envelope, then the route table, then the default.
+
+The classifier over agent descriptions joins here with the agents issue.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .bus.topics import Topics, matches, wildcard_levels
+from .config import RouteConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    agent: str
+    priority: int
+    confidence: float
+    via: str  # envelope | route | default
+
+
+class Router:
+    def __init__(self, routes: list[RouteConfig], default_agent: str, topics: Topics) -> None:
+        self.routes = routes
+        self.default_agent = default_agent
+        self.topics = topics
+
+    def route_for(self, topic: str) -> RouteConfig | None:
+        for r in self.routes:
+            if matches(r.topic, topic):
+                return r
+        return None
+
+    def device_for(self, topic: str, envelope_device: str | None) -> str:
+        """The device a message speaks for: the topic decides where it can, since a topic can
+        be locked down with broker ACLs and a payload field cannot."""
+        if (d := self.topics.inbound_device(topic)) is not None:
+            return d
+        route = self.route_for(topic)
+        if route is not None and (levels := wildcard_levels(route.topic, topic)):
+            return "/".join(levels)
+        return envelope_device or topic
+
+    def decide(self, topic: str, envelope_agent: str | None) -> Decision:
+        route = self.route_for(topic)
+        priority = route.priority if route else 5
+        if envelope_agent:
+            return Decision(envelope_agent, priority, 1.0, "envelope")
+        if route is not None:
+            return Decision(route.agent, priority, 1.0, "route")
+        return Decision(self.default_agent, priority, 1.0, "default")

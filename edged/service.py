@@ -1,0 +1,528 @@
+"""The daemon: start/stop order, the delivery spine's tasks, signals, status.
+
+Data flows one way: bus -> ingest (classify, journal, ack) -> dispatcher (claim by priority)
+-> stage (agent) -> journal (done + outbox, one transaction) -> sender -> bus.
+
+Start: journal open, crash recovery, bus connect. Stop (SIGTERM/SIGINT): stop taking new
+messages, let in-flight work finish until the deadline (then checkpoint it back to the
+journal), flush the outbox, publish offline status, disconnect keeping the session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from . import __version__
+from .agents import Context, EchoAgent, Stage
+from .bus.client import Inbound, MQTTBus, Will
+from .bus.topics import Topics
+from .config import Config, mqtt_password
+from .journal import (
+    PRIO_DLQ,
+    PRIO_EVENT,
+    Incoming,
+    InboxRow,
+    Journal,
+    JournalError,
+    Meta,
+    OutRow,
+    StepInDoubt,
+    dead_letter_payload,
+)
+from .limits import TokenBuckets
+from .notify import notify
+from .messages import (
+    BadRequest,
+    ErrorBody,
+    ErrorReply,
+    Event,
+    Reply,
+    Request,
+    Status,
+    message_key,
+    parse,
+)
+from .router import Router
+
+log = logging.getLogger("edged.service")
+
+_PROPS_ENC = msgspec.msgpack.Encoder()
+_PROPS_DEC = msgspec.msgpack.Decoder(dict[str, Any])
+
+
+class Daemon:
+    """One running edged. ``stages`` adds processing stages (agents) by name."""
+
+    def __init__(self, cfg: Config, *, stages: dict[str, Stage] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.cfg = cfg
+        self.clock = clock
+        self.topics = Topics(cfg.mqtt.topic_prefix)
+        self.router = Router(list(cfg.routes), cfg.router.default_agent, self.topics)
+        self.stages: dict[str, Stage] = {"echo": EchoAgent()}
+        self.stages.update(stages or {})
+        d = cfg.delivery
+        self.journal = Journal(
+            cfg.db_path, dedup_window_s=d.dedup_window_s, retention_s=d.retention_s,
+            outbox_max_rows=d.outbox_max_rows, outbox_ttl_s=d.outbox_ttl_s, clock=clock,
+        )
+        self.limits = TokenBuckets(d.rate_per_s, d.rate_burst)
+        self.ready = asyncio.Event()
+        self.stopped = asyncio.Event()
+        self.stats: dict[str, int] = {
+            "in": 0, "duplicates": 0, "rejected": 0, "processed": 0, "failed": 0, "dead": 0,
+            "out": 0, "sink": 0,
+        }
+        self._stop = asyncio.Event()
+        self._work = asyncio.Event()
+        self._outbox_wake = asyncio.Event()
+        self._open = 0  # journaled and not finished (received + processing)
+        self._active: dict[int, asyncio.Task[None]] = {}
+        self._stopping = False
+        self.bus: MQTTBus | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        if not self._stop.is_set():
+            log.info("stopping")
+        self._stop.set()
+
+    async def run(self, *, install_signals: bool = False) -> None:
+        cfg = self.cfg
+        await self.journal.open()
+        try:
+            await self._recover()
+            subs = [self.topics.inbound] + [r.topic for r in cfg.routes]
+            if cfg.mqtt.shared_group:
+                subs = [f"$share/{cfg.mqtt.shared_group}/{t}" for t in subs]
+            self.bus = bus = MQTTBus(
+                cfg.mqtt, subscriptions=list(dict.fromkeys(subs)), password=mqtt_password(cfg),
+                will=Will(self.topics.status, self._status_payload("offline")),
+                on_ready=self._on_ready,
+            )
+            if install_signals:
+                self._install_signals()
+            async with asyncio.TaskGroup() as tg:
+                bus_task = tg.create_task(bus.run(), name="bus")
+                ingest = tg.create_task(self._ingest(), name="ingest")
+                dispatcher = tg.create_task(self._dispatch(tg), name="dispatch")
+                sender = tg.create_task(self._send(), name="sender")
+                periodic = tg.create_task(self._periodic(), name="periodic")
+                self.ready.set()
+                notify("READY=1\nSTATUS=" + cfg.summary())
+                log.info("edged %s running: %s", __version__, cfg.summary())
+                await self._stop.wait()
+                notify("STOPPING=1")
+                await self._shutdown(ingest, dispatcher, sender, periodic)
+                await bus.stop()
+                bus_task.cancel()
+        finally:
+            await self.journal.close()
+            self.stopped.set()
+            log.info("stopped")
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        loop.add_signal_handler(
+            signal.SIGHUP, lambda: log.warning("SIGHUP: reload is not supported yet; ignored")
+        )
+
+    async def _recover(self) -> None:
+        requeued, poisoned = await self.journal.recover(self.cfg.delivery.max_attempts)
+        for row in poisoned:
+            await self._quarantine(row, "crashed", "processing was interrupted "
+                                   f"{row.attempts} times; quarantined")
+        counts = await self.journal.counts()
+        self._open = counts["received"] + counts["processing"]
+        if requeued or poisoned or self._open:
+            log.info("recovered journal: %d requeued, %d quarantined, %d pending",
+                     requeued, len(poisoned), self._open)
+        if self._open:
+            self._work.set()
+        if counts["outbox"]:
+            self._outbox_wake.set()
+
+    async def _shutdown(self, ingest: asyncio.Task[None], dispatcher: asyncio.Task[None],
+                        sender: asyncio.Task[None], periodic: asyncio.Task[None]) -> None:
+        assert self.bus is not None
+        deadline = time.monotonic() + self.cfg.delivery.shutdown_timeout_s
+        self._stopping = True
+        # 1. Stop taking messages: unjournaled ones are not acked; the broker keeps them.
+        self.bus.inbox.put_nowait(None)  # type: ignore[arg-type]
+        await _wait(ingest, deadline)
+        dispatcher.cancel()
+        periodic.cancel()
+        # 2. Let in-flight work finish; checkpoint the rest back to the journal.
+        if self._active:
+            done, pending = await asyncio.wait(
+                list(self._active.values()), timeout=max(0.0, deadline - time.monotonic())
+            )
+            for t in pending:
+                t.cancel()
+            if pending:
+                await asyncio.wait(pending)
+                log.warning("shutdown: %d request(s) checkpointed unfinished", len(pending))
+        # 3. Flush the outbox while the broker is reachable.
+        self._outbox_wake.set()
+        while self.bus.connected.is_set() and time.monotonic() < deadline:
+            if self.journal.outbox_rows <= 0 and not self._sending:
+                break
+            await asyncio.sleep(0.05)
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sender
+        # 4. Offline status (the will covers a crash; a clean disconnect needs it explicitly).
+        if self.bus.connected.is_set():
+            fut = self.bus.publish(self.topics.status, self._status_payload("offline"),
+                                   retain=True)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(fut, 2.0)
+
+    # -- ingest: classify, journal, ack ---------------------------------------------------------
+
+    async def _ingest(self) -> None:
+        assert self.bus is not None
+        bus = self.bus
+        batch_max = self.cfg.delivery.batch_max
+        while True:
+            first = await bus.inbox.get()
+            if first is None:
+                return
+            batch: list[Inbound] = [first]
+            end = False
+            while len(batch) < batch_max and not bus.inbox.empty():
+                m = bus.inbox.get_nowait()
+                if m is None:
+                    end = True
+                    break
+                batch.append(m)
+            items = [self._classify(m) for m in batch]
+            delay = 0.05
+            while True:
+                try:
+                    ids = await self.journal.accept(items)
+                    break
+                except JournalError as e:
+                    # Not acked, so nothing is lost; retry the same batch (disk full, I/O).
+                    log.error("cannot journal %d message(s): %s; retrying", len(items), e)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+            for m in batch:
+                bus.ack(m)
+            for it, inbox_id in zip(items, ids, strict=True):
+                self.stats["in"] += 1
+                if inbox_id is None:
+                    self.stats["duplicates"] += 1
+                elif it.outcome is None:
+                    self._open += 1
+                    self._work.set()
+                elif it.outcome == "sink":
+                    self.stats["sink"] += 1
+                else:
+                    self.stats["rejected"] += 1
+                if it.outbox and inbox_id is not None:
+                    self._outbox_wake.set()
+            if end:
+                return
+
+    def _classify(self, m: Inbound) -> Incoming:
+        """Everything decided before the journal: parse, admission, routing, reply topic."""
+        d = self.cfg.delivery
+        env = None
+        text = ""
+        envelope_device = None
+        try:
+            env, text = parse(m.topic, m.payload, topic_device=None,
+                              response_topic=m.response_topic, correlation=m.correlation,
+                              max_bytes=d.max_payload_bytes)
+            envelope_device = env.device if env else None
+        except BadRequest as e:
+            err = e
+        else:
+            err = None
+        device = self.router.device_for(m.topic, envelope_device)
+        key, content = message_key(env.id if env else None, m.correlation, m.topic, m.payload)
+        msg_id = (env.id if env and env.id else None) or _correlation_id(m.correlation) or \
+            key.split(":", 1)[1][-16:]
+        reply_topic, rt_err = self._reply_topic(m, env, device)
+        meta = Meta(device=device, reply_topic=reply_topic, correlation=m.correlation, qos=m.qos)
+        inc = Incoming(key=key, key_is_content=content, topic=m.topic, payload=m.payload,
+                       meta=meta)
+        if err is None and rt_err is not None:
+            err = BadRequest("bad_reply_to", rt_err)
+        if err is not None:
+            return self._reject(inc, msg_id, err.code, err.message, dlq=True)
+        assert env is not None or text
+        decision = self.router.decide(m.topic, env.agent if env else None)
+        inc.priority = env.priority if env and env.priority is not None else decision.priority
+        meta.agent = decision.agent
+        meta.confidence = decision.confidence
+        if decision.agent != "sink" and decision.agent not in self.stages:
+            return self._reject(inc, msg_id, "unknown_agent",
+                                f"no agent named {decision.agent!r}; known: "
+                                f"{', '.join(sorted(self.stages))}", dlq=True)
+        if not self.limits.allow(device):
+            return self._reject(inc, msg_id, "rate_limited",
+                                f"device {device!r} exceeds {d.rate_per_s:g} requests/s "
+                                f"(burst {d.rate_burst}); request dropped", dlq=False)
+        if decision.agent == "sink":
+            inc.outcome = "sink"
+            return inc
+        if self._open >= d.max_pending or (inc.priority < 5 and self._open >= d.max_pending // 2):
+            return self._reject(inc, msg_id, "overloaded",
+                                f"{self._open} requests pending; shed (priority "
+                                f"{inc.priority})", dlq=False)
+        return inc
+
+    def _reply_topic(self, m: Inbound, env: Any, device: str) -> tuple[str, str | None]:
+        routes = [r.topic for r in self.cfg.routes]
+        for candidate in (m.response_topic, env.reply_to if env else None):
+            if candidate:
+                err = self.topics.reply_to_error(candidate, routes)
+                return (self.topics.out(device), err) if err else (candidate, None)
+        return self.topics.out(device), None
+
+    def _reject(self, inc: Incoming, msg_id: str | None, code: str, message: str,
+                *, dlq: bool) -> Incoming:
+        inc.outcome = "error"
+        inc.error_code, inc.error_message = code, message
+        inc.outbox.append(self._error_row(inc.meta, msg_id, code, message, inc.priority))
+        if dlq:
+            inc.outbox.append(OutRow(
+                topic=self.topics.dlq, priority=PRIO_DLQ, kind="dlq",
+                payload=dead_letter_payload(inc.topic, inc.payload, message, code, msg_id, 0),
+            ))
+        log.info("rejected %s from %s: %s: %s", msg_id, inc.topic, code, message)
+        return inc
+
+    def _error_row(self, meta: Meta, msg_id: str | None, code: str, message: str,
+                   priority: int) -> OutRow:
+        body = msgspec.json.encode(ErrorReply(id=msg_id, error=ErrorBody(code, message)))
+        return OutRow(topic=meta.reply_topic, payload=body, priority=priority, kind="error",
+                      props=_props(meta))
+
+    # -- dispatch: claim by priority, run stages ------------------------------------------------
+
+    async def _dispatch(self, tg: asyncio.TaskGroup) -> None:
+        workers = self.cfg.delivery.workers
+        while True:
+            self._work.clear()
+            free = workers - len(self._active)
+            timeout: float | None = None
+            if free > 0:
+                rows = await self.journal.claim(free)
+                for row in rows:
+                    self._active[row.id] = tg.create_task(self._process(row))
+                if rows:
+                    continue
+                nxt = await self.journal.next_ready_at()
+                if nxt is not None:
+                    timeout = max(0.01, nxt - self.clock())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._work.wait(), timeout)
+
+    async def _process(self, row: InboxRow) -> None:
+        t0 = time.perf_counter()
+        meta = row.meta
+        try:
+            req = self._request(row)
+        except BadRequest as e:  # stored payload no longer parses (should not happen)
+            await self._quarantine(row, e.code, e.message)
+            self._finish(row.id)
+            return
+        stage = self.stages.get(meta.agent)
+        try:
+            if stage is None:
+                raise BadRequest("unknown_agent", f"agent {meta.agent!r} is no longer configured")
+            ctx = Context(self.journal, row.id, self.emit)
+            reply = await stage.handle(req, ctx)
+        except asyncio.CancelledError:
+            await asyncio.shield(self.journal.release([row.id]))
+            self._finish(row.id, open_=False)
+            raise
+        except (StepInDoubt, BadRequest) as e:
+            code = e.code if isinstance(e, BadRequest) else "in_doubt"
+            await self._quarantine(row, code, str(e))
+        except Exception as e:  # noqa: BLE001 - a stage failure must not take the daemon down
+            log.warning("agent %s failed on %s (attempt %d): %r", meta.agent, req.id,
+                        row.attempts, e)
+            self.stats["failed"] += 1
+            if row.attempts >= self.cfg.delivery.max_attempts:
+                await self._quarantine(row, "failed", f"failed {row.attempts} times: {e!r}")
+            else:
+                await self.journal.retry_later(row.id, repr(e), min(30.0, 0.5 * 2**row.attempts))
+                self._finish(row.id, open_=False)
+                self._work.set()
+                return
+        else:
+            reply.latency_ms = round((time.perf_counter() - t0) * 1000, 2)
+            if reply.confidence is None:
+                reply.confidence = meta.confidence
+            out = OutRow(topic=meta.reply_topic, payload=msgspec.json.encode(reply),
+                         priority=row.priority, kind="reply", props=_props(meta))
+            await self.journal.complete(row.id, [out])
+            self.stats["processed"] += 1
+        self._finish(row.id)
+        self._outbox_wake.set()
+
+    def _finish(self, inbox_id: int, *, open_: bool = True) -> None:
+        self._active.pop(inbox_id, None)
+        if open_:
+            self._open = max(0, self._open - 1)
+        self._work.set()
+
+    def _request(self, row: InboxRow) -> Request:
+        env, text = parse(row.topic, row.payload, topic_device=None, response_topic=None,
+                          correlation=row.meta.correlation,
+                          max_bytes=max(len(row.payload), self.cfg.delivery.max_payload_bytes))
+        req_id = (env.id if env and env.id else None) or \
+            _correlation_id(row.meta.correlation) or row.key.split(":", 1)[1][-16:]
+        return Request(
+            id=req_id, topic=row.topic, device=row.meta.device, text=text,
+            data=env.data if env else None, agent=row.meta.agent,
+            session=env.session if env else None, reply_topic=row.meta.reply_topic,
+            correlation=row.meta.correlation, priority=row.priority, attempt=row.attempts,
+        )
+
+    async def _quarantine(self, row: InboxRow, code: str, message: str) -> None:
+        try:
+            req_id: str | None = self._request(row).id
+        except BadRequest:
+            req_id = None
+        rows = [
+            self._error_row(row.meta, req_id, code, message, row.priority),
+            OutRow(topic=self.topics.dlq, priority=PRIO_DLQ, kind="dlq",
+                   payload=dead_letter_payload(row.topic, row.payload, message, code, req_id,
+                                               row.attempts)),
+        ]
+        await self.journal.kill(row.id, f"{code}: {message}", rows)
+        self.stats["dead"] += 1
+        self._outbox_wake.set()
+        log.warning("dead-lettered %s from %s: %s: %s", req_id, row.topic, code, message)
+
+    async def emit(self, kind: str, data: dict[str, Any]) -> None:
+        ev = Event(kind=kind, ts=round(self.clock(), 3), data=data)
+        await self.journal.enqueue([OutRow(topic=self.topics.event(kind), kind="event",
+                                           priority=PRIO_EVENT, payload=msgspec.json.encode(ev))])
+        self._outbox_wake.set()
+
+    # -- sender: the outbox drains in priority order ----------------------------------------------
+
+    _sending = 0
+
+    async def _send(self) -> None:
+        assert self.bus is not None
+        bus = self.bus
+        window = self.cfg.delivery.outbox_max_inflight
+        inflight: dict[int, asyncio.Future[None]] = {}
+        finished: asyncio.Queue[tuple[int, bool]] = asyncio.Queue()
+
+        def on_done(row_id: int, fut: asyncio.Future[None]) -> None:
+            ok = not fut.cancelled() and fut.exception() is None
+            finished.put_nowait((row_id, ok))
+
+        while True:
+            if not bus.connected.is_set():
+                await bus.connected.wait()
+            self._outbox_wake.clear()
+            room = window - len(inflight)
+            rows = await self.journal.outbox_fetch(room, list(inflight)) if room > 0 else []
+            for r in rows:
+                props = _PROPS_DEC.decode(r.props) if r.props else {}
+                fut = bus.publish(r.topic, r.payload, qos=r.qos, retain=r.retain,
+                                  correlation=props.get("c"))
+                inflight[r.id] = fut
+                fut.add_done_callback(lambda f, i=r.id: on_done(i, f))
+            self._sending = len(inflight)
+            if not rows or len(inflight) >= window:
+                waiter = asyncio.ensure_future(self._outbox_wake.wait())
+                getter = asyncio.ensure_future(finished.get())
+                try:
+                    await asyncio.wait({waiter, getter}, return_when=asyncio.FIRST_COMPLETED,
+                                       timeout=5.0 if inflight else None)
+                finally:
+                    waiter.cancel()
+                    if not getter.done():
+                        getter.cancel()
+                    elif not getter.cancelled():
+                        finished.put_nowait(getter.result())
+            done_ids: list[int] = []
+            while not finished.empty():
+                row_id, ok = finished.get_nowait()
+                inflight.pop(row_id, None)
+                if ok:
+                    done_ids.append(row_id)
+            if done_ids:
+                await self.journal.outbox_done(done_ids)
+                self.stats["out"] += len(done_ids)
+            self._sending = len(inflight)
+
+    # -- status and housekeeping ----------------------------------------------------------------
+
+    def _status_payload(self, state: str) -> bytes:
+        st = Status(state=state, client_id=self.cfg.mqtt.client_id, pid=os.getpid(),
+                    ts=round(self.clock(), 3),
+                    version=__version__, pending=self._open, outbox=self.journal.outbox_rows,
+                    detail={"active": len(self._active), **self.stats})
+        return msgspec.json.encode(st)
+
+    def _on_ready(self, session_present: bool) -> None:
+        assert self.bus is not None
+        if not session_present:
+            log.info("broker has no session for us: subscriptions re-created")
+        self.bus.publish(self.topics.status, self._status_payload("online"), retain=True)
+        self._outbox_wake.set()
+
+    async def _periodic(self) -> None:
+        assert self.bus is not None
+        interval = self.cfg.delivery.status_interval_s
+        last_cleanup = 0.0
+        while True:
+            await asyncio.sleep(interval)
+            if self.bus.connected.is_set():
+                self.bus.publish(self.topics.status, self._status_payload("online"), retain=True)
+            if time.monotonic() - last_cleanup > 600:
+                last_cleanup = time.monotonic()
+                removed = await self.journal.cleanup()
+                if any(removed.values()):
+                    log.info("journal clean-up: %s", removed)
+
+
+def _props(meta: Meta) -> bytes | None:
+    return _PROPS_ENC.encode({"c": meta.correlation}) if meta.correlation else None
+
+
+def _correlation_id(c: bytes | None) -> str | None:
+    if not c:
+        return None
+    try:
+        s = c.decode("utf-8")
+        if s.isprintable() and 0 < len(s) <= 256:
+            return s
+    except UnicodeDecodeError:
+        pass
+    return c.hex()
+
+
+async def _wait(task: asyncio.Task[Any], deadline: float) -> None:
+    with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+        await asyncio.wait_for(asyncio.shield(task), max(0.01, deadline - time.monotonic()))
+    if not task.done():
+        task.cancel()
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex[:16]
