@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import sys
@@ -35,6 +34,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace, stages: dict[str, Any] | None = None) -> int:
+    import asyncio
+
     from .service import Daemon
 
     cfg = _load(args)
@@ -74,7 +75,11 @@ def _mqtt_client(cfg: config.Config, prefix: str) -> Any:
 def _connect(c: Any, host: str, port: int, timeout: float) -> None:
     ready = threading.Event()
     c.on_connect = lambda *a: ready.set()
-    c.connect(host, port, keepalive=30)
+    try:
+        c.connect(host, port, keepalive=30)
+    except OSError as e:
+        raise SystemExit(f"edged: cannot connect to the broker at {host}:{port}: "
+                         f"{e.strerror or e}") from None
     c.loop_start()
     if not ready.wait(timeout):
         c.loop_stop()
@@ -219,11 +224,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, stages: dict[str, Any] | None = None) -> int:
+    """Entry point. ``stages`` lets an embedding program add processing stages to ``run``."""
     args = build_parser().parse_args(argv)
     if args.command != "run":
         logs.setup("warning", "auto", args.verbose - args.quiet)
     try:
+        if args.command == "run":
+            return cmd_run(args, stages)
         return int(args.func(args))
     except config.ConfigError as e:
         print(f"edged: config error:\n{e}", file=sys.stderr)

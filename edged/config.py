@@ -267,7 +267,7 @@ def loads_dict(raw: dict[str, Any], source: str = "<config>") -> Config:
     return _validate(cfg, source)
 
 
-_AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+_AT = re.compile(r"^(?P<msg>.*?)(?: - at (?P<in_key>`key` in )?`\$(?P<path>[^`]*)`)?$", re.S)
 _UNKNOWN = re.compile(r"^Object contains unknown field `(?P<key>[^`]*)`$")
 _MISSING = re.compile(r"^Object missing required field `(?P<key>[^`]*)`$")
 _EXPECTED = re.compile(r"^Expected `(?P<what>[^`]*)`(?P<rest>.*?)(?:, got `(?P<got>[^`]*)`)?$")
@@ -280,6 +280,16 @@ def _phrase(raw: Any, message: str) -> str:
     steps = _steps(path)
     steps = _resolve_dict_keys(raw, steps, msg)
     here = _join(steps)
+    if m.group("in_key"):
+        # A table name is invalid (``[models."bad name"]``): msgspec only says "at `key`".
+        container = _value_at(raw, steps)
+        key_type = (typing.get_args(_strip_annotated(_type_at(steps))) or (None,))[0]
+        bad = [k for k in (container if isinstance(container, dict) else ())
+               if key_type is not None and not _converts(k, key_type)]
+        e = _EXPECTED.match(msg)
+        what = f"{e.group('what')}{e.group('rest')}" if e else msg
+        name = f" {bad[0]!r}" if bad else ""
+        return f"{here or '<top>'}: invalid name{name}: expected {what}"
     if u := _UNKNOWN.match(msg):
         key = ".".join(x for x in (here, u.group("key")) if x)
         known = _known_keys(steps)
@@ -355,6 +365,14 @@ def _type_at(steps: list[str | int]) -> Any:
     return t
 
 
+def _converts(value: Any, t: Any) -> bool:
+    try:
+        msgspec.convert(value, t)
+    except msgspec.ValidationError:
+        return False
+    return True
+
+
 def _strip_annotated(t: Any) -> Any:
     while typing.get_origin(t) is Annotated:
         t = typing.get_args(t)[0]
@@ -393,7 +411,7 @@ def _value_at(raw: Any, steps: list[str | int]) -> Any:
     return cur
 
 
-_SECRETISH = re.compile(r"(password|secret|token|key)(?!_file)", re.I)
+_SECRETISH = re.compile(r"(^|_)(password|secret|token|api_key|key)$", re.I)
 
 
 def _describe(value: Any, steps: list[str | int]) -> str:

@@ -367,7 +367,9 @@ class Journal:
     async def retry_later(self, inbox_id: int, error: str, delay_s: float) -> None:
         await self._call(self._retry_later, inbox_id, error, delay_s)
 
-    def _retry_later(self, conn: sqlite3.Connection, inbox_id: int, error: str, delay: float) -> None:
+    def _retry_later(
+        self, conn: sqlite3.Connection, inbox_id: int, error: str, delay: float
+    ) -> None:
         now = self.clock()
         conn.execute(
             "UPDATE inbox SET state = 'received', not_before = ?, error = ?, updated_at = ? "
@@ -390,7 +392,9 @@ class Journal:
         """Quarantine: state dead, with its error reply and DLQ copy queued atomically."""
         await self._call(self._kill, inbox_id, error, list(rows))
 
-    def _kill(self, conn: sqlite3.Connection, inbox_id: int, error: str, rows: list[OutRow]) -> None:
+    def _kill(
+        self, conn: sqlite3.Connection, inbox_id: int, error: str, rows: list[OutRow]
+    ) -> None:
         now = self.clock()
         conn.execute(
             "UPDATE inbox SET state = 'dead', error = ?, updated_at = ? WHERE id = ?",

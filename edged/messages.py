@@ -152,7 +152,7 @@ def parse(
     except msgspec.ValidationError as e:
         raise BadRequest("bad_request", f"invalid request envelope: {e}") from None
     except msgspec.DecodeError as e:
-        raise BadRequest("bad_json", f"payload starts with '{{' but is not valid JSON: {e}") from None
+        raise BadRequest("bad_json", f"payload starts with '{{' but is not JSON: {e}") from None
     if env.text is None and env.data is None:
         raise BadRequest("bad_request", "request envelope needs 'text' or 'data'")
     if env.text is not None and len(env.text) > max_bytes:

@@ -30,8 +30,8 @@ from .config import Config, mqtt_password
 from .journal import (
     PRIO_DLQ,
     PRIO_EVENT,
-    Incoming,
     InboxRow,
+    Incoming,
     Journal,
     JournalError,
     Meta,
@@ -40,18 +40,17 @@ from .journal import (
     dead_letter_payload,
 )
 from .limits import TokenBuckets
-from .notify import notify
 from .messages import (
     BadRequest,
     ErrorBody,
     ErrorReply,
     Event,
-    Reply,
     Request,
     Status,
     message_key,
     parse,
 )
+from .notify import notify
 from .router import Router
 
 log = logging.getLogger("edged.service")
@@ -484,6 +483,8 @@ class Daemon:
         if not session_present:
             log.info("broker has no session for us: subscriptions re-created")
         self.bus.publish(self.topics.status, self._status_payload("online"), retain=True)
+        notify(f"STATUS=online: subscribed on {self.bus.server_address()}, "
+               f"{self._open} pending, {self.journal.outbox_rows} in outbox")
         self._outbox_wake.set()
 
     async def _periodic(self) -> None:

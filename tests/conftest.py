@@ -23,13 +23,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    b = Broker(tmp_path / "broker").start()
+def broker() -> Iterator[Broker]:
+    b = Broker().start()
     try:
         yield b
     finally:
-        b.thaw()
-        b.kill()
+        b.cleanup()
 
 
 @pytest.fixture

@@ -58,9 +58,12 @@ def wait_for(cond: Callable[[], Any], timeout: float, what: str, interval: float
 class Broker:
     """A private mosquitto on a free loopback port with its own persistence directory."""
 
-    def __init__(self, workdir: Path, *, port: int | None = None, extra: str = "") -> None:
+    def __init__(self, workdir: Path | None = None, *, port: int | None = None,
+                 extra: str = "") -> None:
         self.exe = find_mosquitto()
-        self.dir = workdir
+        # mosquitto drops to its own user when started as root, so its directory must be
+        # reachable by that user: pytest's tmp dirs are 0700 root, a fresh /tmp dir is not.
+        self.dir = workdir or Path(tempfile.mkdtemp(prefix="edged-mq-"))
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.extra = extra
@@ -145,6 +148,17 @@ class Broker:
 
     def thaw(self) -> None:
         self._signal(signal.SIGCONT, wait=False)
+
+    def cleanup(self) -> None:
+        self.thaw()
+        self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def log_text(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")
+        except OSError as e:
+            return f"<no broker log: {e}>"
 
     @property
     def running(self) -> bool:
@@ -292,7 +306,7 @@ class DaemonProcess:
         self.log_path = workdir / "daemon.log"
         self.starts = 0
 
-    def start(self, timeout: float = 30.0) -> DaemonProcess:
+    def start(self, timeout: float = 30.0, *, wait_online: bool = True) -> DaemonProcess:
         self.notify = NotifySocket(self.workdir)
         env = {**os.environ, "NOTIFY_SOCKET": str(self.notify.path),
                "PYTHONPATH": str(ROOT), **self.env}
@@ -305,6 +319,8 @@ class DaemonProcess:
         self.starts += 1
         try:
             self.notify.wait("READY=1", timeout)
+            if wait_online:  # subscribed: from here on nothing published is missed
+                self.notify.wait("STATUS=online", timeout)
         except TimeoutError:
             self.kill()
             raise TimeoutError(f"daemon not ready; log:\n{self.tail()}") from None

@@ -112,7 +112,9 @@ class MQTTBus:
 
     # -- set-up -------------------------------------------------------------------------------
 
-    def _make_client(self, client_id: str, will: Will | None, password: Secret | None) -> paho.Client:
+    def _make_client(
+        self, client_id: str, will: Will | None, password: Secret | None
+    ) -> paho.Client:
         c = paho.Client(
             callback_api_version=paho.CallbackAPIVersion.VERSION2,
             client_id=client_id,

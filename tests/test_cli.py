@@ -1,0 +1,262 @@
+"""The ``edged`` command: help, version, logging set-up, import lightness, MQTT subcommands."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import edged
+from edged import cli, extras, logs
+from edged.extras import MissingExtra
+
+from .harness import ROOT, Broker, free_port
+
+WORKING = ["run", "check-config", "ask", "status"]
+HEAVY = ["llama_cpp", "onnxruntime", "onnxruntime_genai", "torch", "numpy"]
+
+
+def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGED_")}
+    return subprocess.run([sys.executable, "-m", "edged", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=str(ROOT), env=env)
+
+
+# --------------------------------------------------------------------------------------------
+# help and version
+
+
+def _listed_subcommands(help_text: str) -> list[str]:
+    section = help_text.split("positional arguments:", 1)[1].split("options:", 1)[0]
+    # argparse indents sub-command names by 4 spaces, their help by more.
+    return re.findall(r"^ {4}([a-z][\w-]*)", section, re.M)
+
+
+def test_help_lists_exactly_the_working_subcommands() -> None:
+    r = run_cli("--help")
+    assert r.returncode == 0, r.stderr
+    assert _listed_subcommands(r.stdout) == WORKING
+
+
+@pytest.mark.parametrize("name", WORKING)
+def test_each_listed_subcommand_has_help(name: str) -> None:
+    r = run_cli(name, "--help")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"usage: edged {name}")
+    assert "--config" in r.stdout
+
+
+@pytest.mark.parametrize("name", ["models", "tools", "memory", "demo"])
+def test_unimplemented_subcommands_are_not_offered(name: str) -> None:
+    r = run_cli(name)
+    assert r.returncode == 2
+    assert "invalid choice" in r.stderr
+
+
+def test_no_subcommand_is_a_usage_error() -> None:
+    r = run_cli()
+    assert r.returncode == 2
+    assert r.stderr.startswith("usage: edged")
+
+
+def test_version() -> None:
+    r = run_cli("--version")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"edged {edged.__version__}"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", edged.__version__)
+
+
+# --------------------------------------------------------------------------------------------
+# logging
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """logs.setup() reconfigures the root logger: put back what pytest had."""
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level, logging.getLogger("paho").level)
+    try:
+        yield
+    finally:
+        for h in list(root.handlers):
+            root.removeHandler(h)
+        for h in saved[0]:
+            root.addHandler(h)
+        root.setLevel(saved[1])
+        logging.getLogger("paho").setLevel(saved[2])
+
+
+@contextmanager
+def stderr_to(buf: io.StringIO) -> Iterator[io.StringIO]:
+    """Swap sys.stderr for a buffer. Done in the test body: pytest's own capture re-binds
+    sys.stderr between fixture set-up and the test call. logs.setup() binds the stream it
+    finds, so it must run inside this block."""
+    saved = sys.stderr
+    sys.stderr = buf
+    try:
+        yield buf
+    finally:
+        sys.stderr = saved
+
+
+def _json_lines(buf: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in buf.getvalue().splitlines()]
+
+
+def test_json_logging_one_object_per_line(restore_logging: None) -> None:
+    with stderr_to(io.StringIO()) as buf:
+        logs.setup("info", fmt="json")
+        log = logging.getLogger("edged.test")
+        log.info("hello %s", "world", extra={"device": "kitchen", "n": 3, "path": Path("/x/y")})
+        log.warning("two\nlines")
+        log.debug("not shown at info")
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            log.exception("failed")
+    out = _json_lines(buf)
+    assert len(out) == 3, buf.getvalue()
+    first = out[0]
+    assert first["level"] == "info" and first["logger"] == "edged.test"
+    assert first["msg"] == "hello world"
+    assert first["device"] == "kitchen" and first["n"] == 3
+    assert first["path"] == "/x/y"  # not JSON-native: written as its str
+    assert isinstance(first["ts"], float)
+    assert not {"args", "levelno", "pathname", "msecs"} & set(first)  # no LogRecord noise
+    assert out[1]["msg"] == "two\nlines" and out[1]["level"] == "warning"
+    assert out[2]["level"] == "error" and "ValueError: boom" in out[2]["exc"]
+
+
+def test_text_logging(restore_logging: None) -> None:
+    with stderr_to(io.StringIO()) as buf:
+        logs.setup("info", fmt="text")
+        logging.getLogger("edged.test").info("plain %d", 42)
+    line = buf.getvalue().strip()
+    assert re.fullmatch(r"\d\d:\d\d:\d\d INFO    edged\.test: plain 42", line), line
+
+
+def test_auto_format_is_json_when_not_a_terminal(restore_logging: None) -> None:
+    with stderr_to(io.StringIO()) as buf:  # a StringIO is not a tty
+        logs.setup("info", fmt="auto")
+        logging.getLogger("edged.test").info("x")
+    assert _json_lines(buf)[0]["msg"] == "x"
+
+
+@pytest.mark.parametrize("base, verbosity, expected", [
+    ("warning", 0, logging.WARNING),
+    ("warning", 1, logging.INFO),
+    ("warning", 2, logging.DEBUG),
+    ("warning", 5, logging.DEBUG),
+    ("info", -1, logging.WARNING),
+    ("info", -2, logging.ERROR),
+    ("info", -9, logging.ERROR),
+])
+def test_verbosity_changes_level(restore_logging: None, base: str, verbosity: int,
+                                 expected: int) -> None:
+    with stderr_to(io.StringIO()):
+        logs.setup(base, fmt="json", verbosity=verbosity)
+    assert logging.getLogger().level == expected
+    # paho logs every packet at debug: never more verbose than warning unless asked for.
+    assert logging.getLogger("paho").level == max(expected, logging.WARNING)
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ([], logging.WARNING), (["-v"], logging.INFO), (["-vv"], logging.DEBUG),
+    (["-q"], logging.ERROR), (["-v", "-q"], logging.WARNING),
+])
+def test_cli_flags_set_level(restore_logging: None, capsys: pytest.CaptureFixture[str],
+                             flags: list[str], expected: int) -> None:
+    rc = cli.main(["check-config", "-c", str(ROOT / "config.example.toml"), *flags])
+    assert ": OK: " in capsys.readouterr().out
+    assert rc == 0
+    assert logging.getLogger().level == expected
+
+
+# --------------------------------------------------------------------------------------------
+# import lightness and extras
+
+
+def test_import_is_light() -> None:
+    code = (
+        "import sys\n"
+        "import edged, edged.service, edged.cli, edged.config\n"
+        f"heavy = {HEAVY!r}\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       cwd=str(ROOT))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
+
+
+def test_missing_extra_names_pip_command() -> None:
+    with pytest.raises(MissingExtra) as ei:
+        extras.require("definitely_missing_mod_xyz")
+    assert isinstance(ei.value, ImportError)
+    assert "pip install 'edged[" in str(ei.value)
+    assert "definitely_missing_mod_xyz" in str(ei.value)
+
+
+def test_require_returns_module() -> None:
+    import json as json_module
+    assert extras.require("json") is json_module
+
+
+# --------------------------------------------------------------------------------------------
+# MQTT subcommands against a real broker
+
+
+def test_status_without_retained_status(broker: Broker,
+                                        make_config: Callable[..., Path]) -> None:
+    cfg = make_config()
+    r = run_cli("status", "-c", str(cfg), "--timeout", "1")
+    assert r.returncode == 1
+    assert "no status on edged/status" in r.stderr
+    assert broker.url in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_ask_without_daemon(broker: Broker, make_config: Callable[..., Path]) -> None:
+    cfg = make_config()
+    r = run_cli("ask", "hi", "-c", str(cfg), "--timeout", "2")
+    assert r.returncode == 2
+    assert "no reply within 2 s" in r.stderr
+    assert r.stdout == ""
+
+
+async def test_status_and_ask_with_daemon_running(broker: Broker,
+                                                  make_config: Callable[..., Path],
+                                                  run_daemon: Callable[..., Any]) -> None:
+    """The positive side of the two tests above, against the real daemon."""
+    cfg = make_config()
+    await run_daemon(cfg)
+    ask = await asyncio.to_thread(run_cli, "ask", "hello there", "-c", str(cfg),
+                                  "--timeout", "10")
+    assert ask.returncode == 0, ask.stderr
+    assert ask.stdout.strip() == "hello there"
+    assert "[echo," in ask.stderr
+    status = await asyncio.to_thread(run_cli, "status", "-c", str(cfg), "--json")
+    assert status.returncode == 0, status.stderr
+    st = json.loads(status.stdout)
+    assert st["state"] == "online" and st["client_id"] == "edged-test"
+
+
+def test_status_unreachable_broker(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[mqtt]\nurl = "mqtt://127.0.0.1:{port}"\n')
+    r = run_cli("status", "-c", str(cfg), "--timeout", "1")
+    assert r.returncode == 1
+    assert f"cannot connect to the broker at 127.0.0.1:{port}" in r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
