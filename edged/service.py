@@ -287,12 +287,20 @@ class Daemon:
         return inc
 
     def _reply_topic(self, m: Inbound, env: Any, device: str) -> tuple[str, str | None]:
+        """Response topic (v5), else reply_to, else <prefix>/out/<device>. A requested topic
+        that would loop back into edged or hit a system topic makes the request invalid; its
+        error then goes to a topic that is safe."""
         routes = [r.topic for r in self.cfg.routes]
+        chosen, problem = None, None
         for candidate in (m.response_topic, env.reply_to if env else None):
-            if candidate:
-                err = self.topics.reply_to_error(candidate, routes)
-                return (self.topics.out(device), err) if err else (candidate, None)
-        return self.topics.out(device), None
+            if not candidate:
+                continue
+            err = self.topics.reply_to_error(candidate, routes)
+            if err:
+                problem = problem or err
+            elif chosen is None:
+                chosen = candidate
+        return chosen or self.topics.out(device), problem
 
     def _reject(self, inc: Incoming, msg_id: str | None, code: str, message: str,
                 *, dlq: bool) -> Incoming:

@@ -207,8 +207,11 @@ class Peer:
         if self.v5:
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = 3600 if self.persistent else 0
-        self.c.connect("127.0.0.1", self.port, keepalive=5,
-                       clean_start=not self.persistent if self.v5 else True, properties=props)
+        if self.v5:
+            self.c.connect("127.0.0.1", self.port, keepalive=5,
+                           clean_start=not self.persistent, properties=props)
+        else:
+            self.c.connect("127.0.0.1", self.port, keepalive=5)
         self.c.loop_start()
         if not self.connected.wait(timeout):
             raise TimeoutError("peer could not connect")
@@ -359,7 +362,24 @@ class DaemonProcess:
 
 
 def write_config(path: Path, broker: Broker, *, db: Path, client_id: str = "edged-test",
-                 extra: str = "", delivery: str = "") -> Path:
+                 extra: str = "", delivery: str = "", mqtt: str = "") -> Path:
+    """A daemon config for tests. ``delivery``/``mqtt`` are TOML lines that override the
+    test defaults of those sections; ``extra`` is appended as is."""
+    import tomllib
+
+    def merged(defaults: str, override: str) -> str:
+        d = tomllib.loads(defaults)
+        d.update(tomllib.loads(override))
+        return "\n".join(f"{k} = {_toml(v)}" for k, v in d.items())
+
+    mqtt_s = merged(f"""url = "{broker.url}"
+client_id = "{client_id}"
+keepalive_s = 5
+reconnect_min_s = 0.1
+reconnect_max_s = 1.0""", mqtt)
+    delivery_s = merged("""rate_per_s = 0
+shutdown_timeout_s = 5
+status_interval_s = 1""", delivery)
     path.write_text(
         f"""
 [log]
@@ -367,24 +387,25 @@ level = "info"
 format = "json"
 
 [mqtt]
-url = "{broker.url}"
-client_id = "{client_id}"
-keepalive_s = 5
-reconnect_min_s = 0.1
-reconnect_max_s = 1.0
+{mqtt_s}
 
 [storage]
 path = "{db}"
 
 [delivery]
-rate_per_s = 0
-shutdown_timeout_s = 5
-status_interval_s = 1
-{delivery}
+{delivery_s}
+
 {extra}
 """
     )
     return path
+
+
+def _toml(v: Any) -> str:
+    import json
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return json.dumps(v)
 
 
 @contextmanager

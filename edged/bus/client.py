@@ -316,8 +316,10 @@ class MQTTBus:
 
     def _unwatch(self) -> None:
         if self._sock_fd is not None and self._loop is not None:
-            self._loop.remove_reader(self._sock_fd)
-            self._loop.remove_writer(self._sock_fd)
+            with contextlib.suppress(OSError, ValueError):  # the fd may be closed already
+                self._loop.remove_reader(self._sock_fd)
+            with contextlib.suppress(OSError, ValueError):
+                self._loop.remove_writer(self._sock_fd)
         self._sock_fd = None
 
     def _on_socket_register_write(self, _c: paho.Client, _u: Any, _sock: Any) -> None:
@@ -332,7 +334,8 @@ class MQTTBus:
 
     def _no_write(self) -> None:
         if self._sock_fd is not None and self._loop is not None:
-            self._loop.remove_writer(self._sock_fd)
+            with contextlib.suppress(OSError, ValueError):
+                self._loop.remove_writer(self._sock_fd)
 
     def _readable(self) -> None:
         self._client.loop_read(max_packets=64)
@@ -346,7 +349,8 @@ class MQTTBus:
 
     def _pause_reading(self) -> None:
         if self._sock_fd is not None and self._loop is not None:
-            self._loop.remove_reader(self._sock_fd)
+            with contextlib.suppress(OSError, ValueError):
+                self._loop.remove_reader(self._sock_fd)
         self._paused = True
 
     def _resume_reading(self) -> None:
