@@ -98,6 +98,11 @@ class StepInDoubt(Exception):
     """
 
 
+class StepFailed(Exception):
+    """A journaled step raised on an earlier attempt. It is not run again (its side effect
+    may have partly happened); the recorded error is raised instead."""
+
+
 class Meta(msgspec.Struct, omit_defaults=True):
     """Per-message facts kept next to the raw payload."""
 
@@ -204,22 +209,33 @@ class Journal:
         self.commits = 0
         self.dropped_outbox = 0
         self.outbox_rows = 0  # kept by the writer thread; recounted at open and clean-up
+        self._closing = False
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise JournalError(f"{self.path}: cannot create its directory: {e}") from None
         ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._closing = False
         self._thread = threading.Thread(
             target=self._run, args=(asyncio.get_running_loop(), ready), name="edged-journal",
             daemon=True,
         )
         self._thread.start()
-        await ready
+        try:
+            await ready
+        except BaseException:
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+            raise
 
     async def close(self) -> None:
         if self._thread is None:
             return
+        self._closing = True  # calls from now on fail instead of queueing behind the stop
         self._q.put(None)
         await asyncio.to_thread(self._thread.join)
         self._thread = None
@@ -264,16 +280,19 @@ class Journal:
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
         results: list[tuple[bool, Any]] = []
+        group_counters = (self.outbox_rows, self.dropped_outbox)
         try:
             conn.execute("BEGIN IMMEDIATE")
             for fn, args, _fut, _loop in batch:
                 conn.execute("SAVEPOINT op")
+                counters = (self.outbox_rows, self.dropped_outbox)
                 try:
                     results.append((True, fn(conn, *args)))
                     conn.execute("RELEASE op")
                 except Exception as e:  # noqa: BLE001 - handed to the caller
                     conn.execute("ROLLBACK TO op")
                     conn.execute("RELEASE op")
+                    self.outbox_rows, self.dropped_outbox = counters
                     results.append((False, e))
             conn.execute("COMMIT")
             self.commits += 1
@@ -283,13 +302,14 @@ class Journal:
                 conn.execute("ROLLBACK")
             except Exception:  # noqa: BLE001
                 pass
+            self.outbox_rows, self.dropped_outbox = group_counters
             err = JournalError(f"journal commit failed: {e}")
             results = [(False, err)] * len(batch)
         for (ok, value), (_fn, _args, fut, loop) in zip(results, batch, strict=True):
             loop.call_soon_threadsafe(_set_result if ok else _set_exc, fut, value)
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._thread is None:
+        if self._thread is None or self._closing:
             raise JournalError("journal is closed")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
@@ -453,6 +473,9 @@ class Journal:
             return "new", None
         if row[0] == "done":
             return "done", row[1]
+        if row[0] == "failed":
+            raise StepFailed(f"step {key!r} failed on an earlier attempt: "
+                             f"{(row[1] or b'').decode(errors='replace')}")
         raise StepInDoubt(f"step {key!r} was interrupted; its outcome is unknown")
 
     async def step_end(self, inbox_id: int, key: str, result: bytes) -> None:
@@ -463,6 +486,16 @@ class Journal:
             "UPDATE steps SET state = 'done', result = ?, finished_at = ? "
             "WHERE inbox_id = ? AND key = ?",
             (result, self.clock(), inbox_id, key),
+        )
+
+    async def step_fail(self, inbox_id: int, key: str, error: str) -> None:
+        await self._call(self._step_fail, inbox_id, key, error)
+
+    def _step_fail(self, conn: sqlite3.Connection, inbox_id: int, key: str, error: str) -> None:
+        conn.execute(
+            "UPDATE steps SET state = 'failed', result = ?, finished_at = ? "
+            "WHERE inbox_id = ? AND key = ?",
+            (error.encode(), self.clock(), inbox_id, key),
         )
 
     # -- outbox ---------------------------------------------------------------------------------

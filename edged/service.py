@@ -36,6 +36,7 @@ from .journal import (
     JournalError,
     Meta,
     OutRow,
+    StepFailed,
     StepInDoubt,
     dead_letter_payload,
 )
@@ -360,8 +361,9 @@ class Daemon:
             await asyncio.shield(self.journal.release([row.id]))
             self._finish(row.id, open_=False)
             raise
-        except (StepInDoubt, BadRequest) as e:
-            code = e.code if isinstance(e, BadRequest) else "in_doubt"
+        except (StepInDoubt, StepFailed, BadRequest) as e:
+            code = e.code if isinstance(e, BadRequest) else (
+                "in_doubt" if isinstance(e, StepInDoubt) else "failed")
             await self._quarantine(row, code, str(e))
         except Exception as e:  # noqa: BLE001 - a stage failure must not take the daemon down
             log.warning("agent %s failed on %s (attempt %d): %r", meta.agent, req.id,

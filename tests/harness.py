@@ -102,6 +102,7 @@ class Broker:
             f"log_dest file {self.log}\n"
             "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
             "connection_messages true\n"
+            "set_tcp_nodelay true\n"
             f"{self.extra}"
         )
 
@@ -165,6 +166,13 @@ class Broker:
         return self.proc is not None and self.proc.poll() is None
 
 
+def _nodelay(_c: Any, _u: Any, sock: Any) -> None:
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):
+        pass
+
+
 # ----------------------------------------------------------------------------------------------
 # An MQTT peer for tests: a device, an automation, a dashboard.
 
@@ -190,6 +198,7 @@ class Peer:
         self.c.on_message = self._on_message
         self.c.on_connect = self._on_connect
         self.c.on_disconnect = lambda *a: self.connected.clear()
+        self.c.on_socket_open = _nodelay
         self.c.reconnect_delay_set(0.05, 0.5)
 
     def _on_connect(self, c: paho.Client, *_a: Any) -> None:

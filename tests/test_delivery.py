@@ -338,3 +338,34 @@ async def _until(cond: Any, what: str, timeout: float = 20.0) -> None:
         if loop.time() > deadline:
             raise TimeoutError(f"timed out waiting for {what}")
         await asyncio.sleep(0.01)
+
+
+class FlakyTool:
+    """A stage whose side effect raises: it must not be run again on the retry."""
+
+    name = "flaky"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def handle(self, request: Request, ctx: Any) -> Reply:
+        async def actuate() -> None:
+            self.calls += 1
+            raise RuntimeError("actuator jammed")
+
+        await ctx.once("actuate", actuate)
+        return Reply(id=request.id, agent=self.name, text="unreachable")
+
+
+async def test_failed_side_effect_is_never_repeated(broker, make_config, run_daemon):
+    flaky = FlakyTool()
+    await run_daemon(make_config(delivery="max_attempts = 3"), stages={"flaky": flaky})
+    with peer(broker.port) as p:
+        p.subscribe("edged/out/+", "edged/dlq")
+        p.publish("edged/in/d", json.dumps({"id": "door", "text": "unlock", "agent": "flaky"}))
+        [err] = await _wait(p, 1, pred=lambda m: m.topic == "edged/out/d")
+        [dl] = await _wait(p, 1, pred=lambda m: m.topic == "edged/dlq")
+    assert flaky.calls == 1
+    assert _body(err)["error"]["code"] == "failed"
+    assert "actuator jammed" in _body(err)["error"]["message"]
+    assert _body(dl)["attempts"] == 2  # the retry found the recorded failure and stopped

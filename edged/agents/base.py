@@ -14,7 +14,7 @@ from typing import Any, Protocol, TypeVar
 
 import msgspec
 
-from ..journal import Journal, StepInDoubt
+from ..journal import Journal, StepFailed, StepInDoubt
 from ..messages import Reply, Request
 
 T = TypeVar("T")
@@ -40,12 +40,18 @@ class Context:
 
         The start is committed before ``fn`` runs and the (JSON-encodable) result after; a
         rerun returns the recorded result. A step that started but never finished (the daemon
-        died inside it) raises :class:`~edged.journal.StepInDoubt` instead of running again.
+        died inside it) raises :class:`~edged.journal.StepInDoubt` instead of running again;
+        one that raised is recorded as failed and raises :class:`~edged.journal.StepFailed` on
+        a later attempt: a side effect never runs twice for one request.
         """
         state, stored = await self._journal.step_begin(self.inbox_id, key)
         if state == "done":
             return msgspec.json.decode(stored or b"null", type=type_)
-        result = await fn()
+        try:
+            result = await fn()
+        except Exception as e:
+            await self._journal.step_fail(self.inbox_id, key, repr(e))
+            raise
         await self._journal.step_end(self.inbox_id, key, msgspec.json.encode(result))
         return result
 
@@ -54,4 +60,4 @@ class Context:
         await self._emit(kind, data)
 
 
-__all__ = ["Context", "Stage", "StepInDoubt"]
+__all__ = ["Context", "Stage", "StepFailed", "StepInDoubt"]

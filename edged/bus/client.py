@@ -300,6 +300,10 @@ class MQTTBus:
         self._loop.call_soon_threadsafe(fn, *args)
 
     def _on_socket_open(self, _c: paho.Client, _u: Any, sock: Any) -> None:
+        # paho leaves Nagle on: a PUBACK followed by a small reply would wait for the peer's
+        # delayed ACK (~40 ms a hop). Requests and replies are small; send them at once.
+        with contextlib.suppress(OSError, AttributeError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         fd = sock.fileno()
         self._threadsafe(self._watch, fd)
 
