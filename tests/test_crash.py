@@ -85,7 +85,7 @@ def _run_crash_test(tmp_path: Path, broker, make_config, n: int, kills: int, see
             in_doubt.append(rid)
         else:
             assert first["text"].startswith("request ") and effect_counts[rid] == 1, rid
-    assert len(in_doubt) <= kills
+    assert len(in_doubt) <= kills * 4  # at most the 4 workers' steps open at each kill
     # A reply repeats only when the daemon died between sending and recording it (outbox
     # window 1: at most one per kill), and always carries the same id and body.
     repeats = {rid: r for rid, r in replies.items() if len(r) > 1}
