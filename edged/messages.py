@@ -86,7 +86,7 @@ class DeadLetter(msgspec.Struct, kw_only=True):
     ts: float = 0.0
 
 
-class Status(msgspec.Struct, kw_only=True, omit_defaults=True):
+class Status(msgspec.Struct, kw_only=True):
     state: str  # online | offline | stopping
     client_id: str
     pid: int = 0
