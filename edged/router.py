@@ -31,18 +31,17 @@ class Router:
                 return r
         return None
 
-    def device_for(self, topic: str, envelope_device: str | None) -> str:
+    def device_for(self, topic: str, envelope_device: str | None,
+                   route: RouteConfig | None) -> str:
         """The device a message speaks for: the topic decides where it can, since a topic can
         be locked down with broker ACLs and a payload field cannot."""
         if (d := self.topics.inbound_device(topic)) is not None:
             return d
-        route = self.route_for(topic)
         if route is not None and (levels := wildcard_levels(route.topic, topic)):
             return "/".join(levels)
         return envelope_device or topic
 
-    def decide(self, topic: str, envelope_agent: str | None) -> Decision:
-        route = self.route_for(topic)
+    def decide(self, route: RouteConfig | None, envelope_agent: str | None) -> Decision:
         priority = route.priority if route else 5
         if envelope_agent:
             return Decision(envelope_agent, priority, 1.0, "envelope")

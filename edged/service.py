@@ -253,7 +253,8 @@ class Daemon:
             err = e
         else:
             err = None
-        device = self.router.device_for(m.topic, envelope_device)
+        route = self.router.route_for(m.topic)
+        device = self.router.device_for(m.topic, envelope_device, route)
         key, content = message_key(env.id if env else None, m.correlation, m.topic, m.payload)
         msg_id = (env.id if env and env.id else None) or _correlation_id(m.correlation) or \
             key.split(":", 1)[1][-16:]
@@ -266,7 +267,7 @@ class Daemon:
         if err is not None:
             return self._reject(inc, msg_id, err.code, err.message, dlq=True)
         assert env is not None or text
-        decision = self.router.decide(m.topic, env.agent if env else None)
+        decision = self.router.decide(route, env.agent if env else None)
         inc.priority = env.priority if env and env.priority is not None else decision.priority
         meta.agent = decision.agent
         meta.confidence = decision.confidence

@@ -342,7 +342,13 @@ class MQTTBus:
                 self._loop.remove_writer(self._sock_fd)
 
     def _readable(self) -> None:
-        self._client.loop_read(max_packets=64)
+        # paho 2.2's loop_read ignores max_packets and reads about one packet per call: keep
+        # reading while messages arrive (up to 64) so a burst costs one wake-up, not 64.
+        for _ in range(64):
+            before = self.stats["received"]
+            self._client.loop_read()
+            if self._paused or self._sock_fd is None or self.stats["received"] == before:
+                break
         sock = self._client.socket()
         while isinstance(sock, ssl.SSLSocket) and sock.pending() and not self._paused:
             self._client.loop_read()
