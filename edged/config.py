@@ -94,6 +94,9 @@ class MQTTConfig(_Section):
 
 class StorageConfig(_Section):
     path: str = ""  # empty: <state dir>/edged.db
+    # full: a power cut loses nothing acked; normal: a power cut may lose the last commits
+    # (a process crash loses nothing either way)
+    synchronous: Literal["full", "normal"] = "full"
 
 
 class DeliveryConfig(_Section):

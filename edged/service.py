@@ -73,7 +73,8 @@ class Daemon:
         self.stages.update(stages or {})
         d = cfg.delivery
         self.journal = Journal(
-            cfg.db_path, dedup_window_s=d.dedup_window_s, retention_s=d.retention_s,
+            cfg.db_path, synchronous=cfg.storage.synchronous.upper(),
+            dedup_window_s=d.dedup_window_s, retention_s=d.retention_s,
             outbox_max_rows=d.outbox_max_rows, outbox_ttl_s=d.outbox_ttl_s, clock=clock,
         )
         self.limits = TokenBuckets(d.rate_per_s, d.rate_burst)
