@@ -149,8 +149,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    cfg = _load(args)
+def _read_status(cfg: config.Config, timeout: float) -> bytes | None:
+    """The retained status payload, or None when there is none."""
     c, host, port, _v5 = _mqtt_client(cfg, "edged-status")
     got: dict[str, Any] = {}
     done = threading.Event()
@@ -160,15 +160,22 @@ def cmd_status(args: argparse.Namespace) -> int:
         done.set()
 
     c.on_message = on_message
-    _connect(c, host, port, args.timeout)
+    _connect(c, host, port, timeout)
     c.subscribe(f"{cfg.mqtt.topic_prefix}/status", qos=1)
-    ok = done.wait(args.timeout)
+    done.wait(timeout)
     c.loop_stop()
     c.disconnect()
-    if not ok:
+    return got.get("payload")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    payload = _read_status(cfg, args.timeout)
+    if payload is None:
         print(f"edged: no status on {cfg.mqtt.topic_prefix}/status at {cfg.mqtt.url} "
               "(edged has never run against this broker?)", file=sys.stderr)
         return 1
+    got = {"payload": payload}
     try:
         st = json.loads(got["payload"])
     except ValueError:
@@ -187,8 +194,52 @@ def cmd_status(args: argparse.Namespace) -> int:
           f"{d.get('out', 0)} sent, {d.get('rejected', 0)} rejected, {d.get('dead', 0)} dead, "
           f"{d.get('duplicates', 0)} duplicates")
     models = st.get("models_loaded") or []
-    print(f"  models loaded: {', '.join(models) if models else 'none'}")
+    per = {m["alias"]: m for m in d.get("models", [])}
+    loaded = [f"{a} (+{per.get(a, {}).get('rss_delta_mb', 0):.0f} MB)" for a in models]
+    print(f"  models loaded: {', '.join(loaded) if loaded else 'none'}; "
+          f"process RSS {d.get('rss_mb', '?')} MB")
+    gov = d.get("governor") or {}
+    print(f"  governor: {gov.get('state', '?')}, {gov.get('mem_available_mb', '?')} MB "
+          f"available, battery {gov.get('battery_percent') or 'n/a'}, "
+          f"temperature {gov.get('temperature_c') or 'n/a'}; bus {d.get('bus', '?')}")
     return 0 if st.get("state") == "online" else 1
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    """Configured models with their files; loaded state and RSS from the running daemon."""
+    from .models.base import ModelError, file_size
+    from .models.bundled import resolve
+
+    cfg = _load(args)
+    live: dict[str, Any] = {}
+    try:
+        payload = _read_status(cfg, args.timeout)
+        if payload:
+            st = json.loads(payload)
+            if st.get("state") == "online":
+                live = {m["alias"]: m for m in st.get("detail", {}).get("models", [])}
+    except (SystemExit, ValueError):
+        pass  # no broker or no daemon: show the configuration alone
+    rows = [("ALIAS", "BACKEND", "FILE", "SIZE", "LOADED", "RSS")]
+    for alias, m in cfg.models.items():
+        try:
+            path = resolve(m.path) if m.path else (m.base_url or "")
+            size = file_size(path)
+            size_s = f"{size / 2**20:.0f} MB" if size else ("remote" if m.base_url else "-")
+        except ModelError as e:
+            path, size_s = f"{m.path} ({e})", "missing"
+        info = live.get(alias)
+        loaded = "?" if not live else ("yes" if info and info.get("loaded") else "no")
+        rss = f"+{info['rss_delta_mb']:.0f} MB" if info and info.get("loaded") else "-"
+        rows.append((alias, m.backend, path, size_s, loaded, rss))
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+    if not cfg.models:
+        print("(no [models] configured)")
+    if not live:
+        print("(loaded state unknown: no running daemon answered on the status topic)")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -216,6 +267,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--timeout", type=float, default=30.0)
     s.add_argument("--json", action="store_true", help="print the raw reply JSON")
     s.set_defaults(func=cmd_ask)
+
+    s = sub.add_parser("models", parents=[common], help="models: list")
+    msub = s.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    m = msub.add_parser("list", parents=[common],
+                        help="configured models, files, sizes, loaded state and RSS")
+    m.add_argument("--timeout", type=float, default=2.0)
+    m.set_defaults(func=cmd_models_list)
 
     s = sub.add_parser("status", parents=[common], help="show the retained daemon status")
     s.add_argument("--timeout", type=float, default=3.0)

@@ -27,6 +27,7 @@ from .agents import Context, EchoAgent, Stage
 from .bus.client import Inbound, MQTTBus, Will
 from .bus.topics import Topics
 from .config import Config, mqtt_password
+from .governor import Governor, Reader
 from .journal import (
     PRIO_DLQ,
     PRIO_EVENT,
@@ -51,6 +52,7 @@ from .messages import (
     message_key,
     parse,
 )
+from .models.pool import ModelPool, rss_bytes
 from .notify import notify
 from .router import Router
 
@@ -64,7 +66,8 @@ class Daemon:
     """One running edged. ``stages`` adds processing stages (agents) by name."""
 
     def __init__(self, cfg: Config, *, stages: dict[str, Stage] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 sensors: Reader | None = None) -> None:
         self.cfg = cfg
         self.clock = clock
         self.topics = Topics(cfg.mqtt.topic_prefix)
@@ -78,6 +81,8 @@ class Daemon:
             outbox_max_rows=d.outbox_max_rows, outbox_ttl_s=d.outbox_ttl_s, clock=clock,
         )
         self.limits = TokenBuckets(d.rate_per_s, d.rate_burst)
+        self.pool = ModelPool(dict(cfg.models), cfg.resources, emit=self.emit)
+        self.governor = Governor(cfg.resources, sensors, pool=self.pool, emit=self.emit)
         self.ready = asyncio.Event()
         self.stopped = asyncio.Event()
         self.stats: dict[str, int] = {
@@ -120,12 +125,17 @@ class Daemon:
                 dispatcher = tg.create_task(self._dispatch(tg), name="dispatch")
                 sender = tg.create_task(self._send(), name="sender")
                 periodic = tg.create_task(self._periodic(), name="periodic")
+                reaper = tg.create_task(self.pool.run_reaper(), name="model-reaper")
+                governor = tg.create_task(self.governor.run(), name="governor")
                 self.ready.set()
                 notify("READY=1\nSTATUS=" + cfg.summary())
                 log.info("edged %s running: %s", __version__, cfg.summary())
                 await self._stop.wait()
                 notify("STOPPING=1")
                 await self._shutdown(ingest, dispatcher, sender, periodic)
+                reaper.cancel()
+                governor.cancel()
+                await self.pool.close()
                 await bus.stop()
                 bus_task.cancel()
         finally:
@@ -283,6 +293,10 @@ class Daemon:
         if decision.agent == "sink":
             inc.outcome = "sink"
             return inc
+        if not self.governor.admit(inc.priority):
+            return self._reject(inc, msg_id, "overloaded",
+                                f"memory pressure: only priority >= 5 is taken "
+                                f"(priority {inc.priority})", dlq=False)
         if self._open >= d.max_pending or (inc.priority < 5 and self._open >= d.max_pending // 2):
             return self._reject(inc, msg_id, "overloaded",
                                 f"{self._open} requests pending; shed (priority "
@@ -484,10 +498,18 @@ class Daemon:
     # -- status and housekeeping ----------------------------------------------------------------
 
     def _status_payload(self, state: str) -> bytes:
+        models = [{"alias": m["alias"], "loaded": m["loaded"], "busy": m["busy"],
+                   "rss_delta_mb": m["rss_delta_mb"], "tokens_per_s": m["tokens_per_s"]}
+                  for m in self.pool.describe()]
         st = Status(state=state, client_id=self.cfg.mqtt.client_id, pid=os.getpid(),
-                    ts=round(self.clock(), 3),
-                    version=__version__, pending=self._open, outbox=self.journal.outbox_rows,
-                    detail={"active": len(self._active), **self.stats})
+                    ts=round(self.clock(), 3), version=__version__,
+                    health="degraded" if self.governor.state.name != "normal" else "ok",
+                    pending=self._open, outbox=self.journal.outbox_rows,
+                    models_loaded=self.pool.loaded(),
+                    detail={"active": len(self._active), **self.stats,
+                            "rss_mb": round(rss_bytes() / 2**20, 1),
+                            "governor": self.governor.status(), "models": models,
+                            "bus": self.bus.state if self.bus else "idle"})
         return msgspec.json.encode(st)
 
     def _on_ready(self, session_present: bool) -> None:

@@ -23,7 +23,7 @@ from edged.extras import MissingExtra
 
 from .harness import ROOT, Broker, free_port
 
-WORKING = ["run", "check-config", "ask", "status"]
+WORKING = ["run", "check-config", "ask", "models", "status"]
 HEAVY = ["llama_cpp", "onnxruntime", "onnxruntime_genai", "torch", "numpy"]
 
 
@@ -57,7 +57,7 @@ def test_each_listed_subcommand_has_help(name: str) -> None:
     assert "--config" in r.stdout
 
 
-@pytest.mark.parametrize("name", ["models", "tools", "memory", "demo"])
+@pytest.mark.parametrize("name", ["tools", "memory", "demo"])
 def test_unimplemented_subcommands_are_not_offered(name: str) -> None:
     r = run_cli(name)
     assert r.returncode == 2
@@ -260,3 +260,17 @@ def test_status_unreachable_broker(tmp_path: Path) -> None:
     assert r.returncode == 1
     assert f"cannot connect to the broker at 127.0.0.1:{port}" in r.stderr
     assert "Traceback" not in r.stderr, r.stderr
+
+
+def test_models_list_shows_the_bundled_file_and_live_state(broker, make_config, tmp_path):
+    cfg = make_config(extra='[models.small]\nbackend = "llama_cpp"\n'
+                            'path = "bundled:smollm2-135m"\n'
+                            '[models.gone]\nbackend = "llama_cpp"\npath = "bundled:nope"\n')
+    r = run_cli("models", "list", "-c", str(cfg), "--timeout", "1")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    small = next(ln for ln in lines if ln.startswith("small "))
+    assert "SmolLM2-135M-Instruct.Q4_1.gguf" in small and " MB" in small
+    gone = next(ln for ln in lines if ln.startswith("gone "))
+    assert "unknown bundled model 'nope'" in gone and "missing" in gone
+    assert "loaded state unknown" in r.stdout  # no daemon is running

@@ -103,6 +103,7 @@ class Backend(abc.ABC):
 
     def set_threads(self, n: int) -> None:
         """Use fewer threads (thermal policy); backends that cannot change it ignore it."""
+        return None
 
     def describe(self) -> dict[str, Any]:
         return {"alias": self.alias, "backend": self.kind, "path": self.path,
