@@ -5,3 +5,7 @@ backend that needs them is used.
 """
 
 __version__ = "0.1.0"
+
+from .tools.base import tool  # noqa: E402  - the plugin API: `from edged import tool`
+
+__all__ = ["__version__", "tool"]

@@ -68,6 +68,21 @@ CREATE TABLE IF NOT EXISTS outbox(
   expires_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outbox_order ON outbox(priority DESC, id);
+CREATE TABLE IF NOT EXISTS tool_calls(
+  id INTEGER PRIMARY KEY,
+  ts REAL NOT NULL,
+  inbox_id INTEGER,
+  request_id TEXT,
+  device TEXT,
+  topic TEXT,
+  agent TEXT,
+  tool TEXT NOT NULL,
+  arguments TEXT,
+  outcome TEXT NOT NULL,
+  detail TEXT,
+  duration_ms REAL
+);
+CREATE INDEX IF NOT EXISTS tool_calls_device ON tool_calls(device, ts);
 CREATE TABLE IF NOT EXISTS steps(
   inbox_id INTEGER NOT NULL,
   key TEXT NOT NULL,
@@ -498,6 +513,22 @@ class Journal:
             (error.encode(), self.clock(), inbox_id, key),
         )
 
+    # -- audit trail ----------------------------------------------------------------------------
+
+    async def audit(self, **row: Any) -> None:
+        """Record one tool call, run or refused (request, device, agent, tool, arguments,
+        outcome, detail, duration)."""
+        await self._call(self._audit, row)
+
+    def _audit(self, conn: sqlite3.Connection, row: dict[str, Any]) -> None:
+        conn.execute(
+            "INSERT INTO tool_calls(ts, inbox_id, request_id, device, topic, agent, tool, "
+            "arguments, outcome, detail, duration_ms) VALUES(?,?,?,?,?,?,?,?,?,?,?)",
+            (self.clock(), row.get("inbox_id"), row.get("request_id"), row.get("device"),
+             row.get("topic"), row.get("agent"), row["tool"], row.get("arguments"),
+             row["outcome"], row.get("detail"), row.get("duration_ms")),
+        )
+
     # -- outbox ---------------------------------------------------------------------------------
 
     async def enqueue(self, rows: Sequence[OutRow]) -> None:
@@ -570,6 +601,7 @@ class Journal:
             "SELECT id FROM inbox WHERE state IN ('done', 'dead') AND updated_at < ?", (cutoff,)
         )]
         conn.executemany("DELETE FROM steps WHERE inbox_id = ?", [(i,) for i in old])
+        conn.execute("DELETE FROM tool_calls WHERE ts < ?", (cutoff,))
         conn.executemany("DELETE FROM inbox WHERE id = ?", [(i,) for i in old])
         seen = conn.execute("DELETE FROM seen WHERE expires < ?", (now,)).rowcount
         self.outbox_rows = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]

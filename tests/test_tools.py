@@ -1,0 +1,308 @@
+"""Tools: schemas from signatures, drop-in discovery with failure isolation, ACL, runner."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import sys
+import textwrap
+import threading
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+import pytest
+
+from edged import tool
+from edged.config import ACLRule
+from edged.journal import Journal
+from edged.messages import Request
+from edged.tools import registry
+from edged.tools.acl import ACL
+from edged.tools.base import ArgumentError, make_tool, parse_docstring
+from edged.tools.runner import ToolRunner
+
+
+class Mode(enum.Enum):
+    HEAT = "heat"
+    COOL = "cool"
+
+
+class Window(msgspec.Struct):
+    start: str
+    end: str
+
+
+def set_light(room: Literal["kitchen", "bedroom"], on: bool, brightness: int = 100,
+              colour: str | None = None, tags: list[str] | None = None) -> dict:
+    """Turn a light in a room on or off.
+
+    Args:
+        room: Which room.
+        on: True to switch on.
+        brightness: Percent, 0-100.
+    """
+    return {"room": room, "on": on}
+
+
+def test_schema_from_signature_and_docstring():
+    t = make_tool(set_light, name="home.set_light")
+    p = t.parameters
+    assert t.description == "Turn a light in a room on or off."
+    assert p["type"] == "object" and p["additionalProperties"] is False
+    assert p["required"] == ["room", "on"]
+    assert p["properties"]["room"]["enum"] == ["bedroom", "kitchen"]
+    assert p["properties"]["room"]["description"] == "Which room."
+    assert p["properties"]["on"]["type"] == "boolean"
+    assert p["properties"]["brightness"] == {"type": "integer", "default": 100,
+                                             "description": "Percent, 0-100."}
+    assert p["properties"]["colour"]["anyOf"] == [{"type": "string"}, {"type": "null"}]
+    assert t.spec()["function"]["name"] == "home.set_light"
+
+
+def test_enum_and_struct_parameters():
+    def heat(mode: Mode, window: Window, level: float = 0.5) -> None:
+        """Set the heating."""
+
+    t = make_tool(heat, name="hvac.heat")
+    assert t.parameters["properties"]["mode"]["$ref"] == "#/$defs/Mode"
+    assert t.parameters["$defs"]["Mode"]["enum"] == ["cool", "heat"]
+    assert t.parameters["$defs"]["Window"]["required"] == ["start", "end"]
+    args = t.validate({"mode": "cool", "window": {"start": "07:00", "end": "09:00"}})
+    assert args["mode"] is Mode.COOL and args["window"] == Window("07:00", "09:00")
+
+
+def test_arguments_are_validated_before_any_call():
+    t = make_tool(set_light, name="home.set_light")
+    assert t.validate({"room": "kitchen", "on": True}) == {
+        "room": "kitchen", "on": True, "brightness": 100, "colour": None, "tags": None}
+    for bad, where in [({"room": "garage", "on": True}, "$.room"),
+                       ({"room": "kitchen"}, "on"),
+                       ({"room": "kitchen", "on": True, "extra": 1}, "extra"),
+                       ({"room": "kitchen", "on": True, "brightness": "lots"}, "brightness")]:
+        with pytest.raises(ArgumentError, match=where.replace("$", r"\$")):
+            t.validate(bad)
+
+
+def test_bad_tool_definitions_are_refused():
+    def untyped(x):  # noqa: ANN001
+        """Doc."""
+
+    def no_doc(x: int) -> None:
+        pass
+
+    with pytest.raises(TypeError, match="needs a type hint"):
+        make_tool(untyped)
+    with pytest.raises(TypeError, match="docstring"):
+        make_tool(no_doc)
+
+
+def test_docstring_parsing():
+    desc, params = parse_docstring("""Do a thing.
+
+    More detail here.
+
+    Args:
+        a: first
+            continued
+        b (int): second
+    Returns:
+        nothing
+    """)
+    assert desc == "Do a thing."
+    assert params == {"a": "first continued", "b": "second"}
+
+
+def _write(folder: Path, name: str, body: str) -> None:
+    (folder / name).write_text(textwrap.dedent(body))
+
+
+def test_discovery_isolates_broken_plugins(tmp_path):
+    _write(tmp_path, "good.py", '''
+        from edged import tool
+
+        @tool(examples=["say hi"], aliases={"who": {"mum": "mother"}})
+        def greet(who: str) -> str:
+            """Greet someone."""
+            return f"hi {who}"
+
+        def helper() -> None:
+            pass
+    ''')
+    _write(tmp_path, "broken.py", "import nonexistent_module_xyz\n")
+    _write(tmp_path, "exits.py", "import sys\nsys.exit(3)\n")
+    _write(tmp_path, "badtool.py", '''
+        from edged import tool
+
+        @tool
+        def nodoc(x: int) -> int:
+            return x
+    ''')
+    _write(tmp_path, "_private.py", "raise RuntimeError('never imported')\n")
+    reg = registry.load([str(tmp_path)], entry_points=False)
+    assert "good.greet" in reg.tools and "clock.now" in reg.tools  # builtins load alike
+    g = reg.tools["good.greet"]
+    assert g.examples == ["say hi"] and g.aliases == {"who": {"mum": "mother"}}
+    errors = {e.plugin: e.error for e in reg.errors}
+    assert "ModuleNotFoundError" in errors["broken"] and "broken.py:1" in errors["broken"]
+    assert "SystemExit" in errors["exits"]
+    assert "docstring" in errors["badtool"]
+    assert "_private" not in errors and set(errors) == {"broken", "exits", "badtool"}
+    assert [t.name for t in reg.matching(["good.*"])] == ["good.greet"]
+
+
+def test_reload_picks_up_changed_files(tmp_path):
+    _write(tmp_path, "p.py", 'from edged import tool\n@tool\ndef a() -> int:\n'
+                             '    """A."""\n    return 1\n')
+    assert "p.a" in registry.load([str(tmp_path)], builtin=False, entry_points=False).tools
+    _write(tmp_path, "p.py", 'from edged import tool\n@tool\ndef b() -> int:\n'
+                             '    """B."""\n    return 2\n')
+    tools = registry.load([str(tmp_path)], builtin=False, entry_points=False).tools
+    assert "p.b" in tools and "p.a" not in tools
+
+
+def test_acl_rules():
+    acl = ACL([ACLRule(match="edged/in/kids-tablet", deny=["locks.*"]),
+               ACLRule(match="guest", allow=["home.lights*", "clock.*"]),
+               ACLRule(match="home/+/say", deny=["home.thermostat"])])
+    assert not acl.check("locks.unlock", topic="edged/in/kids-tablet", device="kids-tablet").allowed
+    assert acl.check("home.lights", topic="edged/in/kids-tablet", device="kids-tablet").allowed
+    assert acl.check("home.lights_on", topic="edged/in/guest", device="guest").allowed
+    refused = acl.check("locks.unlock", topic="edged/in/guest", device="guest")
+    assert not refused.allowed and "allow list" in refused.reason
+    assert not acl.check("home.thermostat", topic="home/kitchen/say", device="kitchen").allowed
+    assert acl.check("locks.unlock", topic="edged/in/owner", device="owner").allowed
+
+
+def _req(device: str = "d1", topic: str | None = None) -> Request:
+    return Request(id="r1", topic=topic or f"edged/in/{device}", device=device, text="x")
+
+
+@pytest.fixture
+async def journal(tmp_path):
+    j = Journal(tmp_path / "j.db")
+    await j.open()
+    yield j
+    await j.close()
+
+
+def _runner(tmp_path, journal, acl=None, **kw) -> tuple[ToolRunner, dict]:
+    calls: dict[str, list] = {"unlock": [], "slow": [], "threads": []}
+    _write(tmp_path, "locks.py", '''
+        from edged import tool
+        CALLS = []
+
+        @tool
+        async def unlock(door: str) -> str:
+            """Unlock a door."""
+            CALLS.append(door)
+            return f"{door} unlocked"
+    ''')
+    _write(tmp_path, "misc.py", '''
+        import asyncio, threading, time
+        from edged import tool
+        THREADS = []
+
+        @tool(timeout_s=0.2)
+        async def slow() -> str:
+            """Take too long."""
+            await asyncio.sleep(30)
+            return "never"
+
+        @tool
+        def blocking(n: int) -> int:
+            """A sync tool: runs in a worker thread."""
+            THREADS.append(threading.current_thread().name)
+            return n * 2
+
+        @tool
+        def explode() -> None:
+            """Always fails."""
+            raise ValueError("boom")
+    ''')
+    reg = registry.load([str(tmp_path)], builtin=False, entry_points=False)
+    runner = ToolRunner(reg, acl or ACL([]), journal, **kw)
+    calls["unlock"] = sys.modules["edged_plugin_locks"].CALLS
+    calls["threads"] = sys.modules["edged_plugin_misc"].THREADS
+    return runner, calls
+
+
+async def test_runner_runs_validates_and_audits(tmp_path, journal):
+    runner, calls = _runner(tmp_path, journal)
+    ok = await runner.call("locks.unlock", {"door": "front"}, request=_req(), agent="house",
+                           agent_tools=["locks.*"])
+    assert ok.result == "front unlocked" and calls["unlock"] == ["front"]
+    bad = await runner.call("locks.unlock", {"door": 5}, request=_req(), agent="house",
+                            agent_tools=None)
+    assert "invalid arguments" in bad.result["error"] and calls["unlock"] == ["front"]
+    hidden = await runner.call("locks.unlock", {"door": "back"}, request=_req(),
+                               agent="house", agent_tools=["home.*"])
+    assert "may not use" in hidden.result["error"] and calls["unlock"] == ["front"]
+    sync = await runner.call("misc.blocking", {"n": 21}, request=_req(), agent="a",
+                             agent_tools=None)
+    assert sync.result == 42 and calls["threads"] != [threading.current_thread().name]
+    err = await runner.call("misc.explode", {}, request=_req(), agent="a", agent_tools=None)
+    assert err.result == {"error": "ValueError: boom"}
+    slow = await runner.call("misc.slow", {}, request=_req(), agent="a", agent_tools=None)
+    assert "timed out after 0.2 s" in slow.result["error"]
+    missing = await runner.call("nope.x", {}, request=_req(), agent="a", agent_tools=None)
+    assert "no tool named" in missing.result["error"]
+    rows = await journal.query("SELECT tool, outcome, device, arguments FROM tool_calls "
+                               "ORDER BY id")
+    assert [(r[0], r[1]) for r in rows] == [
+        ("locks.unlock", "ok"), ("locks.unlock", "invalid"), ("locks.unlock", "refused"),
+        ("misc.blocking", "ok"), ("misc.explode", "error"), ("misc.slow", "timeout"),
+        ("nope.x", "unknown")]
+    assert json.loads(rows[0][3]) == {"door": "front"} and rows[0][2] == "d1"
+
+
+async def test_acl_refusal_is_enforced_before_the_tool_and_emitted(tmp_path, journal):
+    events = []
+
+    async def emit(kind, data):
+        events.append((kind, data))
+
+    acl = ACL([ACLRule(match="edged/in/kids-tablet", deny=["locks.*"])])
+    runner, calls = _runner(tmp_path, journal, acl, emit=emit)
+    # Whatever the model was talked into, the call is refused in code.
+    res = await runner.call("locks.unlock", {"door": "front"},
+                            request=_req("kids-tablet"), agent="house", agent_tools=None)
+    assert res.result["error"].startswith("not allowed: acl[0]")
+    assert calls["unlock"] == []
+    assert events[0][0] == "tool_refused" and events[0][1]["device"] == "kids-tablet"
+    rows = await journal.query("SELECT outcome, detail FROM tool_calls")
+    assert rows == [("refused", "acl[0] (edged/in/kids-tablet) denies locks.*")]
+
+
+async def test_tool_runs_at_most_once_per_request(tmp_path, journal):
+    from edged.agents.base import Context
+
+    runner, calls = _runner(tmp_path, journal)
+    [inbox_id] = await journal.accept([_incoming()])
+
+    async def no_emit(kind, data):
+        pass
+
+    for _ in range(3):  # e.g. the agent retried after a crash
+        ctx = Context(journal, inbox_id, no_emit)
+        res = await runner.call("locks.unlock", {"door": "front"}, request=_req(),
+                                agent="house", agent_tools=None, ctx=ctx, step="s1")
+        assert res.result == "front unlocked"
+    assert calls["unlock"] == ["front"]
+
+
+def _incoming():
+    from edged.journal import Incoming, Meta
+    return Incoming(key="i:x", key_is_content=False, topic="edged/in/d1", payload=b"x",
+                    meta=Meta(device="d1"))
+
+
+def test_tool_decorator_keeps_the_function_callable():
+    @tool
+    def add(a: int, b: int) -> int:
+        """Add."""
+        return a + b
+
+    assert add(2, 3) == 5
+    assert asyncio.iscoroutinefunction(add) is False
