@@ -258,3 +258,15 @@ async def test_governor_battery_and_heat(pool_factory):
     assert (await gov.check()).hot and pool.threads_cap == 1 and gov.defer
     sensors.set(temperature_c=60.0)
     assert (await gov.check()).name == "normal" and pool.threads_cap is None
+
+
+async def test_pool_serves_the_onnx_genai_fixture_too(pool_factory):
+    from pathlib import Path
+    tiny = Path(__file__).parent / "data" / "tiny-llama-onnx"
+    pool = pool_factory({"tiny": ModelConfig(backend="onnx_genai", path=str(tiny),
+                                             context=512)})
+    schema = {"type": "object", "properties": {"on": {"type": "boolean"}},
+              "required": ["on"], "additionalProperties": False}
+    gen = await pool.generate("tiny", _req("switch", 32, json_schema=schema))
+    assert isinstance(json.loads(gen.text)["on"], bool)
+    assert pool.describe()[0]["backend"] == "onnx_genai"
