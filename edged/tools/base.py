@@ -31,6 +31,18 @@ class ArgumentError(ToolError):
 
 
 @dataclass
+class ToolContext:
+    """Handed to a tool that declares a parameter of this type (not part of its schema)."""
+
+    request_id: str
+    device: str
+    topic: str
+    agent: str
+    state_dir: Any  # pathlib.Path: where a plugin may keep its own files
+    publish: Any = None  # async (topic, payload: bytes | str) -> None, through the outbox
+
+
+@dataclass
 class Tool:
     """A registered tool. ``name`` is ``<plugin>.<function>`` (ACL patterns match it)."""
 
@@ -45,6 +57,7 @@ class Tool:
     aliases: dict[str, dict[str, str]] = field(default_factory=dict)  # arg -> {alias: value}
     param_docs: dict[str, str] = field(default_factory=dict)
     plugin: str = ""
+    context_param: str | None = None  # the parameter that receives a ToolContext
 
     @property
     def short_name(self) -> str:
@@ -125,7 +138,11 @@ def make_tool(func: Callable[..., Any], *, name: str | None = None,
     sig = inspect.signature(func)
     hints = typing.get_type_hints(func, include_extras=True)
     fields: list[Any] = []
+    context_param = None
     for p in sig.parameters.values():
+        if hints.get(p.name) is ToolContext:
+            context_param = p.name
+            continue
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             raise TypeError(f"tool {func.__name__}: *args/**kwargs are not allowed")
         if p.name not in hints:
@@ -144,7 +161,7 @@ def make_tool(func: Callable[..., Any], *, name: str | None = None,
         parameters=_schema(args_type, param_docs), args_type=args_type,
         is_async=asyncio.iscoroutinefunction(func), timeout_s=timeout_s,
         examples=list(examples or []), aliases=dict(aliases or {}), param_docs=param_docs,
-        plugin=plugin,
+        plugin=plugin, context_param=context_param,
     )
 
 

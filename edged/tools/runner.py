@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from fnmatch import fnmatchcase
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -21,7 +22,7 @@ import msgspec
 from ..journal import Journal, StepFailed, StepInDoubt
 from ..messages import Request, ToolCall
 from .acl import ACL
-from .base import ArgumentError, Tool
+from .base import ArgumentError, Tool, ToolContext
 from .registry import Registry
 
 log = logging.getLogger("edged.tools")
@@ -30,7 +31,11 @@ log = logging.getLogger("edged.tools")
 class ToolRunner:
     def __init__(self, registry: Registry, acl: ACL, journal: Journal | None = None, *,
                  default_timeout_s: float = 10.0,
-                 emit: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None) -> None:
+                 emit: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None,
+                 state_dir: Path | None = None,
+                 publish: Callable[[str, bytes | str], Awaitable[None]] | None = None) -> None:
+        self.state_dir = state_dir or Path(".")
+        self.publish = publish
         self.registry = registry
         self.acl = acl
         self.journal = journal
@@ -88,6 +93,11 @@ class ToolRunner:
             return await finish("invalid", {"error": str(e)}, str(e))
 
         timeout = tool.timeout_s or self.default_timeout_s
+        if tool.context_param:
+            args[tool.context_param] = ToolContext(
+                request_id=request.id, device=request.device, topic=request.topic,
+                agent=agent, state_dir=self.state_dir / "plugins" / tool.plugin,
+                publish=self.publish)
 
         async def run() -> Any:
             if tool.is_async:
