@@ -19,11 +19,16 @@ class Decision:
     via: str  # envelope | route | default
 
 
+AUTO = "@auto"  # decided after the journal, by the classifier over agent descriptions
+
+
 class Router:
-    def __init__(self, routes: list[RouteConfig], default_agent: str, topics: Topics) -> None:
+    def __init__(self, routes: list[RouteConfig], default_agent: str, topics: Topics,
+                 *, classify: bool = False) -> None:
         self.routes = routes
         self.default_agent = default_agent
         self.topics = topics
+        self.classify = classify  # several agents configured: let the classifier choose
 
     def route_for(self, topic: str) -> RouteConfig | None:
         for r in self.routes:
@@ -47,4 +52,6 @@ class Router:
             return Decision(envelope_agent, priority, 1.0, "envelope")
         if route is not None:
             return Decision(route.agent, priority, 1.0, "route")
+        if self.classify:
+            return Decision(AUTO, priority, 0.0, "classifier")
         return Decision(self.default_agent, priority, 1.0, "default")

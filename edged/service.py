@@ -24,6 +24,8 @@ import msgspec
 
 from . import __version__
 from .agents import Context, EchoAgent, Stage
+from .agents.selector import CentroidIndex, tool_leads
+from .agents.tool_agent import ToolAgent
 from .bus.client import Inbound, MQTTBus, Will
 from .bus.topics import Topics
 from .config import Config, mqtt_password
@@ -54,7 +56,10 @@ from .messages import (
 )
 from .models.pool import ModelPool, rss_bytes
 from .notify import notify
-from .router import Router
+from .router import AUTO, Router
+from .tools import registry as tool_registry
+from .tools.acl import ACL
+from .tools.runner import ToolRunner
 
 log = logging.getLogger("edged.service")
 
@@ -71,7 +76,8 @@ class Daemon:
         self.cfg = cfg
         self.clock = clock
         self.topics = Topics(cfg.mqtt.topic_prefix)
-        self.router = Router(list(cfg.routes), cfg.router.default_agent, self.topics)
+        self.router = Router(list(cfg.routes), cfg.router.default_agent, self.topics,
+                             classify=len(cfg.agents) > 1)
         self.stages: dict[str, Stage] = {"echo": EchoAgent()}
         self.stages.update(stages or {})
         d = cfg.delivery
@@ -83,6 +89,12 @@ class Daemon:
         self.limits = TokenBuckets(d.rate_per_s, d.rate_burst)
         self.pool = ModelPool(dict(cfg.models), cfg.resources, emit=self.emit)
         self.governor = Governor(cfg.resources, sensors, pool=self.pool, emit=self.emit)
+        self.registry = tool_registry.load(list(cfg.plugins.dirs))
+        self.runner = ToolRunner(self.registry, ACL(list(cfg.acl)), self.journal,
+                                 default_timeout_s=cfg.plugins.tool_timeout_s, emit=self.emit,
+                                 state_dir=cfg.db_path.parent, publish=self.publish)
+        self.agent_index: CentroidIndex | None = None
+        self.embedder: Any = None
         self.ready = asyncio.Event()
         self.stopped = asyncio.Event()
         self.stats: dict[str, int] = {
@@ -108,6 +120,7 @@ class Daemon:
         cfg = self.cfg
         await self.journal.open()
         try:
+            await self._start_agents()
             await self._recover()
             subs = [self.topics.inbound] + [r.topic for r in cfg.routes]
             if cfg.mqtt.shared_group:
@@ -142,6 +155,46 @@ class Daemon:
             await self.journal.close()
             self.stopped.set()
             log.info("stopped")
+
+    async def _start_agents(self) -> None:
+        """Build the tool agents of ``[agents]`` and the classifier over them."""
+        if not self.cfg.agents:
+            return
+        from .models.embed import create_embedder
+
+        embedder = create_embedder(self.cfg.memory.embedder)
+        await asyncio.to_thread(embedder.load)
+        self.embedder = embedder
+
+        async def embed(texts: list[str]) -> list[list[float]]:
+            return await asyncio.to_thread(embedder.embed, texts)
+
+        agent_texts: dict[str, list[str]] = {}
+        for name, acfg in self.cfg.agents.items():
+            index = CentroidIndex(embed)
+            tools = self.runner.visible(acfg.tools or None)
+            await index.build({t.name: [t.description] + [u for u, _ in t.example_pairs()]
+                               for t in tools}, leads={t.name: tool_leads(t) for t in tools})
+            self.stages[name] = ToolAgent(
+                name, acfg, runner=self.runner, index=index, pool=self.pool,
+                model=acfg.model or None,
+                model_for=lambda m, lp=acfg.low_power_model: self.governor.model_for(m, lp))
+            agent_texts[name] = [acfg.description] + [
+                u for t in tools for u, _ in t.example_pairs()]
+            log.info("agent %s: %d tool(s): %s", name, len(tools),
+                     ", ".join(t.name for t in tools) or "none")
+        if len(self.cfg.agents) > 1:
+            self.agent_index = CentroidIndex(embed)
+            await self.agent_index.build(agent_texts)
+        for e in self.registry.errors:
+            log.error("plugin %s not loaded: %s", e.plugin, e.error)
+
+    async def publish(self, topic: str, payload: bytes | str) -> None:
+        """For plugins: publish through the durable outbox (e.g. a reminder that is due)."""
+        data = payload.encode() if isinstance(payload, str) else payload
+        await self.journal.enqueue([OutRow(topic=topic, payload=data, priority=5,
+                                           kind="plugin")])
+        self._outbox_wake.set()
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -282,7 +335,8 @@ class Daemon:
         inc.priority = env.priority if env and env.priority is not None else decision.priority
         meta.agent = decision.agent
         meta.confidence = decision.confidence
-        if decision.agent != "sink" and decision.agent not in self.stages:
+        if decision.agent not in ("sink", AUTO) and decision.agent not in self.stages \
+                and decision.agent not in self.cfg.agents:
             return self._reject(inc, msg_id, "unknown_agent",
                                 f"no agent named {decision.agent!r}; known: "
                                 f"{', '.join(sorted(self.stages))}", dlq=True)
@@ -367,10 +421,14 @@ class Daemon:
             await self._quarantine(row, e.code, e.message)
             self._finish(row.id)
             return
-        stage = self.stages.get(meta.agent)
+        agent = meta.agent
+        if agent == AUTO:
+            agent, meta.confidence = await self._choose_agent(req.text)
+            req.agent = agent
+        stage = self.stages.get(agent)
         try:
             if stage is None:
-                raise BadRequest("unknown_agent", f"agent {meta.agent!r} is no longer configured")
+                raise BadRequest("unknown_agent", f"agent {agent!r} is not available")
             ctx = Context(self.journal, row.id, self.emit)
             reply = await stage.handle(req, ctx)
         except asyncio.CancelledError:
@@ -421,6 +479,16 @@ class Daemon:
             session=env.session if env else None, reply_topic=row.meta.reply_topic,
             correlation=row.meta.correlation, priority=row.priority, attempt=row.attempts,
         )
+
+    async def _choose_agent(self, text: str) -> tuple[str, float]:
+        """The classifier over agent descriptions; the default agent below the threshold."""
+        if self.agent_index is None:
+            return self.cfg.router.default_agent, 0.0
+        ranking = await self.agent_index.rank(text)
+        best = ranking.best
+        if best is None or best.score < self.cfg.router.min_confidence:
+            return self.cfg.router.default_agent, ranking.confidence
+        return best.name, ranking.confidence
 
     async def _quarantine(self, row: InboxRow, code: str, message: str) -> None:
         try:

@@ -146,7 +146,7 @@ def match_choice(text: str, choices: list[str], aliases: dict[str, str] | None =
 _POLARITY: list[tuple[set[str], set[str], set[str]]] = [
     # parameter names, words meaning True, words meaning False
     ({"on", "enabled", "enable", "active", "power", "state"},
-     {"on", "enable", "start", "activate"},
+     {"on", "enable", "start", "activate", "dim", "brighten"},
      {"off", "disable", "stop", "deactivate", "kill", "shut"}),
     ({"open", "opened"}, {"open", "raise", "up"}, {"close", "shut", "lower", "down"}),
     ({"locked", "lock"}, {"lock", "secure"}, {"unlock", "release", "open"}),

@@ -1,0 +1,270 @@
+"""The tool agent: a pipeline that makes a 135M model reliable by asking it little.
+
+1. Split a compound request ("lights on and heating to 21") where each part stands alone.
+2. Choose the tool by embeddings (centroids of each tool's description + examples); below a
+   threshold there is no tool (small talk gets a short, safe reply); when the best two are
+   close, the candidate whose arguments the rules can fill wins, else the agent asks.
+3. Fill arguments by rules first (choices + aliases, numbers in words, yes/no with
+   negation); ask the model only for what is left, under a JSON schema whose strings can only
+   be spans of the request and whose numbers can only be the numbers said.
+4. Validate against the tool's schema (never call a tool with arguments that fail it), run it
+   through the runner (visibility, ACL, once, timeout, audit) and answer from its result.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from typing import Any
+
+from ..config import AgentConfig
+from ..messages import Reply, Request, ToolCall
+from ..models import GenerationRequest, ModelError
+from ..models.pool import ModelPool
+from ..tools.base import ArgumentError, Tool
+from ..tools.runner import ToolRunner
+from . import slots
+from .base import Context
+from .selector import CentroidIndex, Ranking, lead_word, tool_leads
+
+log = logging.getLogger("edged.agents")
+
+_SPLIT = re.compile(r"\s*(?:,?\s+and then\s+|,?\s+then\s+|,?\s+and also\s+|,?\s+and\s+|;\s*)",
+                    re.I)
+_SMALL_TALK = [
+    (re.compile(r"\b(hi|hello|hey|good (morning|evening|afternoon))\b", re.I),
+     "Hello! How can I help?"),
+    (re.compile(r"\b(thanks|thank you|cheers)\b", re.I), "You're welcome."),
+    (re.compile(r"\b(bye|goodbye|good night)\b", re.I), "Goodbye!"),
+    (re.compile(r"\b(who|what) are you\b", re.I),
+     "I'm the assistant on this gateway."),
+]
+
+
+class ToolAgent:
+    """An agent from ``[agents.<name>]`` that answers by calling tools."""
+
+    def __init__(self, name: str, cfg: AgentConfig, *, runner: ToolRunner, index: CentroidIndex,
+                 pool: ModelPool | None, model: str | None,
+                 model_for: Any = None) -> None:
+        self.name = name
+        self.cfg = cfg
+        self.runner = runner
+        self.index = index
+        self.pool = pool
+        self.model = model
+        self._model_for = model_for
+        self.tools: dict[str, Tool] = {t.name: t for t in runner.visible(cfg.tools or None)}
+
+    async def handle(self, request: Request, ctx: Context) -> Reply:
+        t0 = time.perf_counter()
+        text = request.text.strip()
+        if not text:
+            return self._reply(request, "Say what you would like me to do.", [], 0.0)
+        talk = _small_talk(text)
+        plan = await self._plan(text)
+        if talk and (not plan or plan[0][3].choices[0].score < 0.5):
+            return self._reply(request, talk, [], 1.0)
+        if not plan:
+            ranking = await self.index.rank(text, list(self.tools))
+            return self._reply(request, self._no_tool(text, ranking), [], ranking.confidence)
+        calls: list[ToolCall] = []
+        confidence = 1.0
+        for i, (part, tool, args, ranking) in enumerate(plan[: self.cfg.max_steps]):
+            confidence = min(confidence, ranking.confidence)
+            if args is None:
+                args = await self._model_args(part, tool)
+            if isinstance(args, str):  # could not decide: ask
+                return self._reply(request, args, calls, confidence)
+            calls.append(await self.runner.call(
+                tool.name, args, request=request, agent=self.name,
+                agent_tools=self.cfg.tools or None, ctx=ctx, step=f"{i}:{tool.name}"))
+        reply = self._reply(request, _render(calls), calls, confidence)
+        reply.latency_ms = round((time.perf_counter() - t0) * 1000, 2)
+        return reply
+
+    # -- planning ------------------------------------------------------------------------
+
+    async def _plan(self, text: str) -> list[tuple[str, Tool, dict[str, Any] | None, Ranking]]:
+        """One step per independent command; None args: the model must fill some."""
+        parts = [p for p in _SPLIT.split(text) if p.strip()]
+        if len(parts) > 1:
+            steps = []
+            for p in parts:
+                step = await self._step(p)
+                if step is None or step[2] is None:
+                    steps = []
+                    break  # not separable ("kitchen and bedroom lights"): one command
+                steps.append(step)
+            if steps:
+                return steps
+        step = await self._step(text)
+        return [step] if step else []
+
+    async def _step(self, text: str) -> tuple[str, Tool, dict[str, Any] | None, Ranking] | None:
+        ranking = await self.index.rank(text, list(self.tools))
+        if ranking.best is None:
+            return None
+        candidates = ranking.choices[:3] if ranking.ambiguous else ranking.choices[:1]
+        if ranking.ambiguous:
+            names = [c.name for c in candidates if c.score >= ranking.threshold]
+            lead = lead_word(text)
+            by_verb = [n for n in names if lead in tool_leads(self.tools[n])]
+            # the request's verb names exactly one candidate: trust it over the model
+            picked = by_verb[0] if len(by_verb) == 1 else await self._model_pick(text, names)
+            if picked is not None:
+                tool = self.tools[picked]
+                return text, tool, self._rule_args(text, tool), ranking
+        first: tuple[str, Tool, dict[str, Any] | None, Ranking] | None = None
+        for c in candidates:
+            tool = self.tools[c.name]
+            args = self._rule_args(text, tool)
+            if c.score < ranking.threshold:
+                break
+            if args is not None:
+                return text, tool, args, ranking
+            first = first or (text, tool, None, ranking)
+        return first
+
+    async def _model_pick(self, text: str, names: list[str]) -> str | None:
+        """The best two are close: let the model choose among them (a constrained choice)."""
+        if len(names) < 2 or self.pool is None or self.model is None:
+            return None
+        options = "\n".join(f"- {n}: {self.tools[n].description}" for n in names)
+        prompt = (f"Pick the action that does what the request asks.\n{options}\n"
+                  f"Request: {text}\nAction: ")
+        model = self._model_for(self.model) if self._model_for else self.model
+        try:
+            gen = await self.pool.generate(model, GenerationRequest(
+                prompt=prompt, json_schema={"enum": names}, max_tokens=24, temperature=0.0))
+            choice = json.loads(gen.text)
+        except (ModelError, ValueError) as e:
+            log.warning("model rerank failed: %s", e)
+            return None
+        return choice if choice in names else None
+
+    def _rule_args(self, text: str, tool: Tool) -> dict[str, Any] | None:
+        """Arguments from the rules alone, or None when a required one is still open."""
+        found = slots.fill(text, tool.parameters, tool.aliases)
+        required = tool.parameters.get("required", [])
+        if all(r in found for r in required):
+            try:
+                tool.validate(found)
+            except ArgumentError:
+                return None
+            return found
+        return None
+
+    async def _model_args(self, text: str, tool: Tool) -> dict[str, Any] | str:
+        """Ask the model for the open arguments under a narrow schema, or a question."""
+        known = slots.fill(text, tool.parameters, tool.aliases)
+        props = tool.parameters.get("properties", {})
+        missing = [r for r in tool.parameters.get("required", []) if r not in known]
+        if self.pool is None or self.model is None:
+            return f"Which {', '.join(missing)} do you mean?"
+        schema = {"type": "object", "properties": {}, "required": missing,
+                  "additionalProperties": False}
+        spans = _spans(text)
+        numbers = slots.parse_numbers(text)
+        for m in missing:
+            kind, choices = slots._kind(props[m], tool.parameters.get("$defs", {}))
+            if choices or kind == "boolean":
+                # never guess a choice or a yes/no the user did not say: ask instead
+                what = props[m].get("description") or m
+                return f"Which {m} do you mean? ({what.rstrip('.')})" if choices is None else \
+                    f"Which {m} do you mean: {', '.join(map(str, choices))}?"
+            if kind in ("integer", "number"):
+                schema["properties"][m] = ({"enum": [int(n) if kind == "integer" else n
+                                                     for n in numbers]}
+                                           if numbers else {"type": kind})
+            elif kind == "string":
+                schema["properties"][m] = {"enum": spans} if spans else {"type": "string",
+                                                                          "maxLength": 60}
+            else:
+                return f"I can't work out {m} for {tool.short_name}; please say it plainly."
+        prompt = _few_shot(tool, missing, text)
+        model = self._model_for(self.model) if self._model_for else self.model
+        try:
+            gen = await self.pool.generate(model, GenerationRequest(
+                prompt=prompt, json_schema=schema, max_tokens=96, temperature=0.0))
+            filled = json.loads(gen.text)
+        except (ModelError, ValueError) as e:
+            log.warning("argument model failed for %s: %s", tool.name, e)
+            return f"Sorry, which {', '.join(missing)} do you mean?"
+        args = {**known, **{k: v for k, v in filled.items() if k in missing}}
+        try:
+            tool.validate(args)
+        except ArgumentError:
+            return f"Sorry, which {', '.join(missing)} do you mean?"
+        return args
+
+    # -- replies -------------------------------------------------------------------------
+
+    def _no_tool(self, text: str, ranking: Ranking) -> str:
+        if ranking.choices and ranking.choices[0].score >= ranking.threshold * 0.75:
+            t = self.tools[ranking.choices[0].name]
+            return f"Did you mean: {t.description[0].lower()}{t.description[1:]}"
+        what = self.cfg.description or "use my tools"
+        return f"Sorry, I can't help with that. I can: {what[0].lower()}{what[1:]}"
+
+    def _reply(self, request: Request, text: str, calls: list[ToolCall], confidence: float
+               ) -> Reply:
+        return Reply(id=request.id, agent=self.name, text=text, tool_calls=calls,
+                     model=self.model, confidence=round(confidence, 3))
+
+
+def _small_talk(text: str) -> str | None:
+    """A short, safe answer to greetings and thanks: the 135M model's free chat is poor."""
+    if len(text.split()) > 8:
+        return None
+    for pattern, answer in _SMALL_TALK:
+        if pattern.search(text):
+            return answer
+    return None
+
+
+def _spans(text: str, max_words: int = 8) -> list[str]:
+    """Every run of up to ``max_words`` words of the request: what a free string may be."""
+    toks = re.findall(r"[\w'%.-]+", text)
+    out: list[str] = []
+    for i in range(len(toks)):
+        for j in range(i + 1, min(len(toks), i + max_words) + 1):
+            s = " ".join(toks[i:j])
+            if s not in out:
+                out.append(s)
+    return out[:200]
+
+
+def _few_shot(tool: Tool, missing: list[str], text: str) -> str:
+    lines = [f"Tool: {tool.name}: {tool.description}", "Fill in the missing values."]
+    for utterance, args in tool.example_pairs():
+        if args and all(m in args for m in missing):
+            lines.append(f"Request: {utterance}\nValues: "
+                         f"{json.dumps({m: args[m] for m in missing})}")
+    lines.append(f"Request: {text}\nValues: ")
+    return "\n".join(lines)
+
+
+def _render(calls: list[ToolCall]) -> str:
+    parts = []
+    for c in calls:
+        r = c.result
+        if isinstance(r, dict) and "error" in r and len(r) == 1:
+            parts.append(f"Sorry, {c.tool} failed: {r['error']}")
+        elif isinstance(r, str):
+            parts.append(r)
+        elif isinstance(r, dict):
+            parts.append(", ".join(f"{k.replace('_', ' ')}: {_fmt(v)}" for k, v in r.items()))
+        elif isinstance(r, list):
+            parts.append("; ".join(map(_fmt, r)) if r else "nothing yet")
+        else:
+            parts.append(f"{c.tool}: {_fmt(r)}")
+    return ". ".join(parts) or "Done."
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, bool):
+        return "on" if v else "off"
+    return str(v)
