@@ -242,6 +242,57 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tools_list(args: argparse.Namespace) -> int:
+    """Every tool the configured plugin folders, entry points and built-ins provide."""
+    from .tools import registry
+
+    cfg = _load(args)
+    reg = registry.load(list(cfg.plugins.dirs))
+    for t in sorted(reg.tools.values(), key=lambda t: t.name):
+        params = ", ".join(
+            f"{n}{'' if n in t.parameters.get('required', []) else '?'}"
+            for n in t.parameters.get("properties", {}))
+        print(f"{t.name}({params}): {t.description}")
+    for e in reg.errors:
+        print(f"NOT LOADED {e.plugin} ({e.source}): {e.error}", file=sys.stderr)
+    return 1 if reg.errors else 0
+
+
+def cmd_tools_audit(args: argparse.Namespace) -> int:
+    """The audit trail: every tool call, run or refused, newest first."""
+    import sqlean
+
+    cfg = _load(args)
+    db = cfg.db_path
+    if not db.exists():
+        print(f"edged: no database at {db}", file=sys.stderr)
+        return 1
+    conn = sqlean.connect(f"file:{db}?mode=ro", uri=True)
+    sql = ("SELECT ts, device, agent, tool, arguments, outcome, detail, duration_ms, "
+           "request_id FROM tool_calls")
+    params: list[Any] = []
+    where = []
+    if args.device:
+        where.append("device = ?")
+        params.append(args.device)
+    if args.tool:
+        where.append("tool GLOB ?")
+        params.append(args.tool)
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY id DESC LIMIT ?"
+    params.append(args.limit)
+    rows = conn.execute(sql, params).fetchall()
+    for ts, device, agent, tool, arguments, outcome, detail, ms, rid in rows:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+        extra = f" ({detail})" if detail and outcome != "ok" else ""
+        print(f"{when} {device} {agent} {tool}({arguments}) -> {outcome}{extra} "
+              f"[{ms:.0f} ms, request {rid}]")
+    if not rows:
+        print("(no tool calls recorded)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="edged", description="Event-driven AI daemon for edge gateways.")
@@ -274,6 +325,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="configured models, files, sizes, loaded state and RSS")
     m.add_argument("--timeout", type=float, default=2.0)
     m.set_defaults(func=cmd_models_list)
+
+    s = sub.add_parser("tools", parents=[common], help="tools: list, audit")
+    tsub = s.add_subparsers(dest="tools_command", metavar="ACTION", required=True)
+    t = tsub.add_parser("list", parents=[common], help="tools from plugins, with parameters")
+    t.set_defaults(func=cmd_tools_list)
+    t = tsub.add_parser("audit", parents=[common],
+                        help="the audit trail of tool calls (run or refused)")
+    t.add_argument("--device", default=None)
+    t.add_argument("--tool", default=None, help="a glob, e.g. 'locks.*'")
+    t.add_argument("--limit", type=int, default=50)
+    t.set_defaults(func=cmd_tools_audit)
 
     s = sub.add_parser("status", parents=[common], help="show the retained daemon status")
     s.add_argument("--timeout", type=float, default=3.0)

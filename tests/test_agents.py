@@ -117,3 +117,27 @@ async def test_plugin_state_survives_a_restart(broker, make_config, run_daemon):
         r = await _ask(p, "phone", "read me my notes", n=2)
     assert r["tool_calls"][0]["tool"] == "notes.list_notes"
     assert any("batteries" in x for x in r["tool_calls"][0]["result"])
+
+
+async def test_audit_trail_and_tools_from_the_cli(broker, make_config, run_daemon):
+    import subprocess
+    import sys
+
+    cfg = make_config(extra=AGENTS)
+    d = await run_daemon(cfg, timeout=60)
+    with peer(broker.port) as p:
+        p.subscribe("edged/out/+")
+        await _ask(p, "kids-tablet", "unlock the back door")
+    d.request_stop()
+    await asyncio.wait_for(d.stopped.wait(), 30)
+
+    def cli(*a: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "edged", *a, "-c", str(cfg)],
+                              capture_output=True, text=True, timeout=60)
+
+    r = cli("tools", "audit", "--device", "kids-tablet")
+    assert r.returncode == 0, r.stderr
+    assert "locks.set_lock" in r.stdout and "-> refused (acl[0]" in r.stdout
+    r = cli("tools", "list")
+    assert r.returncode == 0, r.stderr
+    assert "home.set_light(room, on, brightness?)" in r.stdout and "clock.now()" in r.stdout
