@@ -86,6 +86,7 @@ def set_temperature(degrees: float, room: Room = "living room", *, ctx: ToolCont
         ("is it warm in the office", {"room": "office", "kind": "temperature"}),
     ],
     aliases={"room": ROOM_ALIASES, "kind": {"warm": "temperature", "cold": "temperature",
+                                            "temp": "temperature", "degrees": "temperature",
                                             "hot": "temperature", "humid": "humidity",
                                             "lights": "light", "lamp": "light"}},
 )

@@ -1,4 +1,7 @@
-"""Example plugin: door locks. Pair it with an [[acl]] rule: kids' devices get deny = ["locks.*"]."""
+"""Example plugin: door locks.
+
+Pair it with an [[acl]] rule: kids' devices get deny = ["locks.*"].
+"""
 
 from __future__ import annotations
 

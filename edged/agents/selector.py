@@ -37,6 +37,13 @@ class Ranking:
         return (len(self.choices) > 1 and self.best is not None
                 and self.choices[0].score - self.choices[1].score < self.margin)
 
+    def penalise(self, names: set[str], amount: float) -> Ranking:
+        """The same ranking with ``names`` scored ``amount`` lower (re-sorted)."""
+        choices = [Choice(c.name, round(c.score - amount, 4)) if c.name in names else c
+                   for c in self.choices]
+        choices.sort(key=lambda c: -c.score)
+        return Ranking(choices, self.threshold, self.margin)
+
     @property
     def confidence(self) -> float:
         if not self.choices:
@@ -55,12 +62,18 @@ _QUESTION = {"what", "what's", "whats", "how", "how's", "is", "are", "do", "does
              "there", "we", "we're", "am", "was", "were", "has", "have"}
 
 
+# command verbs that mean the same for choosing a tool
+_SYNONYMS = {"put": "add", "jot": "add", "write": "add", "append": "add", "include": "add",
+             "note": "add", "show": "read", "check": "read", "list": "read",
+             "switch": "turn", "flip": "turn", "bolt": "lock", "secure": "lock"}
+
+
 def lead_word(text: str) -> str:
     """The first word after politeness if it is a verb-like command word ("add", "read");
     question words and pronouns lead many requests and tell nothing apart."""
     for w in re.findall(r"[a-z']+", text.lower()):
         if w not in _POLITE:
-            return "" if w in _QUESTION else w
+            return "" if w in _QUESTION else _SYNONYMS.get(w, w)
     return ""
 
 
@@ -77,7 +90,7 @@ class CentroidIndex:
     """name -> centroid of the embeddings of its texts (description + examples)."""
 
     def __init__(self, embed: EmbedFn, *, threshold: float = 0.28, margin: float = 0.06,
-                 lead_bonus: float = 0.25) -> None:
+                 lead_bonus: float = 0.15) -> None:
         self.embed = embed
         self.threshold = threshold
         self.margin = margin
@@ -127,6 +140,7 @@ class CentroidIndex:
 
 def tool_leads(tool: Any) -> set[str]:
     """A tool's lead verbs: the first word of its name and of each example."""
-    out = {tool.short_name.split("_")[0].lower()}
+    first = tool.short_name.split("_")[0].lower()
+    out = {_SYNONYMS.get(first, first)}
     out |= {lead_word(u) for u, _ in tool.example_pairs()}
     return {w for w in out if w}

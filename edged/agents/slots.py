@@ -50,6 +50,10 @@ def parse_numbers(text: str) -> list[float]:
             value, i = _and_a_fraction(toks, i, value)
             out.append(value)
             continue
+        if t == "half" and i + 1 < len(toks) and toks[i + 1] in _LEVEL_WORDS:
+            out.append(50.0)  # "half brightness", "half power"
+            i += 1
+            continue
         if t in _FRACTIONS and (i + 1 >= len(toks) or toks[i + 1] in ("an", "a", "of")):
             out.append(_FRACTIONS[t])  # "half an hour", "quarter of an hour"
             i += 1
@@ -66,6 +70,7 @@ def parse_numbers(text: str) -> list[float]:
     return out
 
 
+_LEVEL_WORDS = {"brightness", "power", "volume", "speed", "way"}
 _UNIT_WORDS = {"hour", "minute", "second", "day", "week", "degree", "percent", "month"}
 
 
@@ -146,17 +151,37 @@ def match_choice(text: str, choices: list[str], aliases: dict[str, str] | None =
 _POLARITY: list[tuple[set[str], set[str], set[str]]] = [
     # parameter names, words meaning True, words meaning False
     ({"on", "enabled", "enable", "active", "power", "state"},
-     {"on", "enable", "start", "activate", "dim", "brighten"},
-     {"off", "disable", "stop", "deactivate", "kill", "shut"}),
+     {"on", "enable", "start", "activate", "dim", "brighten", "up"},
+     {"off", "disable", "stop", "deactivate", "kill", "shut", "out"}),
     ({"open", "opened"}, {"open", "raise", "up"}, {"close", "shut", "lower", "down"}),
-    ({"locked", "lock"}, {"lock", "secure"}, {"unlock", "release", "open"}),
+    ({"locked", "lock"}, {"lock", "locked", "locking", "secure", "bolt", "bolted"},
+     {"unlock", "unlocked", "unlocking", "release", "open", "unbolt"}),
     ({"muted", "mute"}, {"mute", "silence", "quiet"}, {"unmute"}),
 ]
 _NEGATION = {"not", "don't", "dont", "never", "no"}
 
 
+_QUESTION_START = {"is", "are", "was", "were", "did", "does", "do", "has", "have", "what",
+                   "what's", "whats", "which", "who", "where", "when", "why", "how"}
+
+
+def is_question(text: str) -> bool:
+    """A question asks about state ("is the hall light on?"); it must never set it.
+    Polite commands ("can you turn on ...") are not questions."""
+    toks = words(text)
+    if not toks:
+        return False
+    if toks[0] in ("can", "could", "would", "will") and len(toks) > 1 and toks[1] == "you":
+        return False
+    return toks[0] in _QUESTION_START or text.rstrip().endswith("?") or (
+        toks[0] == "tell" and len(toks) > 1 and toks[1] in ("me", "us"))
+
+
 def parse_bool(text: str, param: str) -> bool | None:
-    """Yes/no for a boolean parameter, from the verbs that talk about it."""
+    """Yes/no for a boolean parameter, from the verbs that talk about it; never from a
+    question (its "on" asks, it does not command)."""
+    if is_question(text):
+        return None
     toks = words(text)
     name = param.lower()
     for names, yes, no in _POLARITY:
@@ -171,7 +196,7 @@ def _polarity(toks: list[str], yes: set[str], no: set[str]) -> bool | None:
         v = True if t in yes else False if t in no else None
         if v is None:
             continue
-        if any(w in _NEGATION for w in toks[max(0, i - 2):i]):
+        if any(w in _NEGATION for w in toks[max(0, i - 5):i]):
             v = not v
         verdict = v  # the last verb wins: "turn it off, no, on"
     return verdict
@@ -205,6 +230,12 @@ def fill(text: str, schema: dict[str, Any], aliases: dict[str, dict[str, str]] |
             else:
                 continue
             out[name] = int(round(value)) if kind == "integer" else value
+    # Setting a level implies on: "kitchen lights to forty percent" switches them on.
+    for name, prop in props.items():
+        if name not in out and name.lower() in ("on", "enabled", "power") and \
+                _kind(prop, defs)[0] == "boolean" and not is_question(text) and \
+                any(n in out for n in num_params) and parse_bool(text, name) is None:
+            out[name] = True
     return out
 
 

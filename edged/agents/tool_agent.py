@@ -31,8 +31,8 @@ from .selector import CentroidIndex, Ranking, lead_word, tool_leads
 
 log = logging.getLogger("edged.agents")
 
-_SPLIT = re.compile(r"\s*(?:,?\s+and then\s+|,?\s+then\s+|,?\s+and also\s+|,?\s+and\s+|;\s*)",
-                    re.I)
+_SPLIT = re.compile(r"\s*(?:,?\s+and then\s+|,?\s+then\s+|,?\s+and also\s+|"
+                    r",?\s+and\s+(?!a half|a quarter|an? \w+ and)|;\s*)", re.I)
 _SMALL_TALK = [
     (re.compile(r"\b(hi|hello|hey|good (morning|evening|afternoon))\b", re.I),
      "Hello! How can I help?"),
@@ -105,6 +105,9 @@ class ToolAgent:
 
     async def _step(self, text: str) -> tuple[str, Tool, dict[str, Any] | None, Ranking] | None:
         ranking = await self.index.rank(text, list(self.tools))
+        if slots.is_question(text):
+            ranking = ranking.penalise({n for n, t in self.tools.items() if _changes_state(t)},
+                                       0.25)
         if ranking.best is None:
             return None
         candidates = ranking.choices[:3] if ranking.ambiguous else ranking.choices[:1]
@@ -213,6 +216,17 @@ class ToolAgent:
                ) -> Reply:
         return Reply(id=request.id, agent=self.name, text=text, tool_calls=calls,
                      model=self.model, confidence=round(confidence, 3))
+
+
+def _changes_state(tool: Tool) -> bool:
+    """A tool with a required yes/no or a verb like set/add/lock changes things."""
+    props = tool.parameters.get("properties", {})
+    req = tool.parameters.get("required", [])
+    if any(slots._kind(props[r], tool.parameters.get("$defs", {}))[0] == "boolean"
+           for r in req if r in props):
+        return True
+    return tool.short_name.split("_")[0] in {"set", "add", "turn", "lock", "unlock", "delete",
+                                             "remove", "start", "stop", "cancel", "create"}
 
 
 def _small_talk(text: str) -> str | None:
