@@ -95,6 +95,7 @@ class Daemon:
                                  state_dir=cfg.db_path.parent, publish=self.publish)
         self.agent_index: CentroidIndex | None = None
         self.embedder: Any = None
+        self._reload_lock = asyncio.Lock()
         self.ready = asyncio.Event()
         self.stopped = asyncio.Event()
         self.stats: dict[str, int] = {
@@ -157,7 +158,7 @@ class Daemon:
             log.info("stopped")
 
     async def _start_agents(self) -> None:
-        """Build the tool agents of ``[agents]`` and the classifier over them."""
+        """Load the embedder and build the tool agents of ``[agents]``."""
         if not self.cfg.agents:
             return
         from .models.embed import create_embedder
@@ -165,17 +166,22 @@ class Daemon:
         embedder = create_embedder(self.cfg.memory.embedder)
         await asyncio.to_thread(embedder.load)
         self.embedder = embedder
+        await self._build_agents()
 
-        async def embed(texts: list[str]) -> list[list[float]]:
-            return await asyncio.to_thread(embedder.embed, texts)
+    async def _embed(self, texts: list[str]) -> list[list[float]]:
+        return await asyncio.to_thread(self.embedder.embed, texts)
 
+    async def _build_agents(self) -> None:
+        """(Re)build every tool agent from the current registry, then swap them in at once:
+        requests already running keep the agent (and tools) they started with."""
+        stages: dict[str, Stage] = {}
         agent_texts: dict[str, list[str]] = {}
         for name, acfg in self.cfg.agents.items():
-            index = CentroidIndex(embed)
+            index = CentroidIndex(self._embed)
             tools = self.runner.visible(acfg.tools or None)
             await index.build({t.name: [t.description] + [u for u, _ in t.example_pairs()]
                                for t in tools}, leads={t.name: tool_leads(t) for t in tools})
-            self.stages[name] = ToolAgent(
+            stages[name] = ToolAgent(
                 name, acfg, runner=self.runner, index=index, pool=self.pool,
                 model=acfg.model or None,
                 model_for=lambda m, lp=acfg.low_power_model: self.governor.model_for(m, lp))
@@ -183,11 +189,30 @@ class Daemon:
                 u for t in tools for u, _ in t.example_pairs()]
             log.info("agent %s: %d tool(s): %s", name, len(tools),
                      ", ".join(t.name for t in tools) or "none")
+        agent_index = None
         if len(self.cfg.agents) > 1:
-            self.agent_index = CentroidIndex(embed)
-            await self.agent_index.build(agent_texts)
+            agent_index = CentroidIndex(self._embed)
+            await agent_index.build(agent_texts)
+        self.stages.update(stages)
+        self.agent_index = agent_index
         for e in self.registry.errors:
             log.error("plugin %s not loaded: %s", e.plugin, e.error)
+
+    async def reload_plugins(self) -> dict[str, Any]:
+        """SIGHUP: re-import the plugins and rebuild the agents; no message is touched (the
+        journal and the bus keep running, in-flight requests finish with the old tools)."""
+        async with self._reload_lock:
+            registry = await asyncio.to_thread(tool_registry.load, list(self.cfg.plugins.dirs))
+            self.registry = registry
+            self.runner.registry = registry
+            if self.embedder is not None:
+                await self._build_agents()
+            summary = {"tools": len(registry.tools),
+                       "errors": [f"{e.plugin}: {e.error}" for e in registry.errors]}
+            log.info("plugins reloaded: %d tool(s), %d error(s)", summary["tools"],
+                     len(summary["errors"]))
+            await self.emit("plugins_reloaded", summary)
+            return summary
 
     async def publish(self, topic: str, payload: bytes | str) -> None:
         """For plugins: publish through the durable outbox (e.g. a reminder that is due)."""
@@ -201,8 +226,7 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(
-            signal.SIGHUP, lambda: log.warning("SIGHUP: reload is not supported yet; ignored")
-        )
+            signal.SIGHUP, lambda: asyncio.ensure_future(self.reload_plugins()))
 
     async def _recover(self) -> None:
         requeued, poisoned = await self.journal.recover(self.cfg.delivery.max_attempts)

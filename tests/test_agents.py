@@ -141,3 +141,55 @@ async def test_audit_trail_and_tools_from_the_cli(broker, make_config, run_daemo
     r = cli("tools", "list")
     assert r.returncode == 0, r.stderr
     assert "home.set_light(room, on, brightness?)" in r.stdout and "clock.now()" in r.stdout
+
+
+def test_sighup_reloads_plugins_without_losing_messages(tmp_path, broker, daemon_process):
+    """A real SIGHUP to the daemon process while requests keep arriving."""
+    import signal
+    import textwrap
+
+    from .harness import write_config
+
+    plugdir = tmp_path / "plugins"
+    plugdir.mkdir()
+    (plugdir / "garden.py").write_text(textwrap.dedent('''
+        from edged import tool
+
+        @tool(examples=["water the garden", "turn on the sprinklers"])
+        def water(minutes: int = 10) -> str:
+            """Water the garden with the sprinklers."""
+            return f"watering for {minutes} minutes"
+    '''))
+    extra = AGENTS.replace(f'dirs = ["{ROOT / "plugins"}"]', f'dirs = ["{plugdir}"]') \
+        .replace('tools = ["home.*", "notes.*", "locks.*", "clock.*"]', 'tools = []')
+    cfg = write_config(tmp_path / "edged.toml", broker, db=tmp_path / "edged.db", extra=extra)
+    d = daemon_process(cfg).start(timeout=60)
+    with peer(broker.port) as p:
+        p.subscribe("edged/out/+", "edged/events/+")
+
+        def ask(i: int, text: str) -> dict[str, Any]:
+            p.publish("edged/in/phone", json.dumps({"id": f"h{i}", "text": text}))
+            [m] = p.wait_count(1, 60, lambda m: m.topic == "edged/out/phone"
+                               and json.loads(m.payload)["id"] == f"h{i}")
+            return json.loads(m.payload)
+
+        assert ask(0, "water the garden")["tool_calls"][0]["tool"] == "garden.water"
+        (plugdir / "garden.py").write_text((plugdir / "garden.py").read_text() + textwrap.dedent('''
+
+            @tool(examples=["mow the lawn", "cut the grass"])
+            def mow() -> str:
+                """Start the robot lawn mower."""
+                return "mowing"
+        '''))
+        for i in range(1, 21):  # requests in flight across the reload
+            p.publish("edged/in/phone", json.dumps({"id": f"h{i}", "text": "water the garden"}),
+                      wait=False)
+        d.proc.send_signal(signal.SIGHUP)
+        [ev] = p.wait_count(1, 60, lambda m: m.topic == "edged/events/plugins_reloaded")
+        assert json.loads(ev.payload)["data"]["tools"] >= 4
+        got = p.wait_count(20, 60, lambda m: m.topic == "edged/out/phone"
+                           and json.loads(m.payload)["id"] in {f"h{i}" for i in range(1, 21)})
+        assert {json.loads(m.payload)["id"] for m in got} == {f"h{i}" for i in range(1, 21)}
+        r = ask(99, "please cut the grass")
+    assert r["tool_calls"][0]["tool"] == "garden.mow" and r["tool_calls"][0]["result"] == "mowing"
+    assert d.proc.poll() is None
