@@ -83,6 +83,15 @@ CREATE TABLE IF NOT EXISTS tool_calls(
   duration_ms REAL
 );
 CREATE INDEX IF NOT EXISTS tool_calls_device ON tool_calls(device, ts);
+CREATE TABLE IF NOT EXISTS scheduled(
+  key TEXT PRIMARY KEY,
+  due REAL NOT NULL,
+  topic TEXT NOT NULL,
+  payload BLOB NOT NULL,
+  priority INTEGER NOT NULL DEFAULT 5,
+  created_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS scheduled_due ON scheduled(due);
 CREATE TABLE IF NOT EXISTS steps(
   inbox_id INTEGER NOT NULL,
   key TEXT NOT NULL,
@@ -512,6 +521,43 @@ class Journal:
             "WHERE inbox_id = ? AND key = ?",
             (error.encode(), self.clock(), inbox_id, key),
         )
+
+    # -- scheduled messages (reminders): durable, moved to the outbox when due -------------------
+
+    async def schedule(self, key: str, due: float, topic: str, payload: bytes,
+                       priority: int = 5) -> None:
+        """Publish ``payload`` on ``topic`` at ``due`` (epoch seconds); the same key replaces."""
+        await self._call(self._schedule, key, due, topic, payload, priority)
+
+    def _schedule(self, conn: sqlite3.Connection, key: str, due: float, topic: str,
+                  payload: bytes, priority: int) -> None:
+        conn.execute("INSERT OR REPLACE INTO scheduled VALUES(?,?,?,?,?,?)",
+                     (key, due, topic, payload, priority, self.clock()))
+
+    async def unschedule(self, key: str) -> bool:
+        return await self._call(self._unschedule, key)
+
+    def _unschedule(self, conn: sqlite3.Connection, key: str) -> bool:
+        return conn.execute("DELETE FROM scheduled WHERE key = ?", (key,)).rowcount > 0
+
+    async def scheduled(self, prefix: str = "") -> list[tuple[str, float]]:
+        return await self._call(_query, "SELECT key, due FROM scheduled WHERE key GLOB ? "
+                                "ORDER BY due", (prefix.replace("*", "") + "*",))
+
+    async def release_due(self) -> tuple[int, float | None]:
+        """Move due messages to the outbox; returns (moved, next due time or None)."""
+        return await self._call(self._release_due)
+
+    def _release_due(self, conn: sqlite3.Connection) -> tuple[int, float | None]:
+        now = self.clock()
+        rows = conn.execute("SELECT key, topic, payload, priority FROM scheduled "
+                            "WHERE due <= ?", (now,)).fetchall()
+        if rows:
+            conn.executemany("DELETE FROM scheduled WHERE key = ?", [(r[0],) for r in rows])
+            self._enqueue(conn, [OutRow(topic=r[1], payload=r[2], priority=r[3],
+                                        kind="scheduled") for r in rows], None, now)
+        nxt = conn.execute("SELECT min(due) FROM scheduled").fetchone()[0]
+        return len(rows), nxt
 
     # -- audit trail ----------------------------------------------------------------------------
 

@@ -92,10 +92,12 @@ class Daemon:
         self.registry = tool_registry.load(list(cfg.plugins.dirs))
         self.runner = ToolRunner(self.registry, ACL(list(cfg.acl)), self.journal,
                                  default_timeout_s=cfg.plugins.tool_timeout_s, emit=self.emit,
-                                 state_dir=cfg.db_path.parent, publish=self.publish)
+                                 state_dir=cfg.db_path.parent, publish=self.publish,
+                                 scheduler=self)
         self.agent_index: CentroidIndex | None = None
         self.embedder: Any = None
         self._reload_lock = asyncio.Lock()
+        self._timer_wake = asyncio.Event()
         self.ready = asyncio.Event()
         self.stopped = asyncio.Event()
         self.stats: dict[str, int] = {
@@ -140,6 +142,7 @@ class Daemon:
                 sender = tg.create_task(self._send(), name="sender")
                 periodic = tg.create_task(self._periodic(), name="periodic")
                 reaper = tg.create_task(self.pool.run_reaper(), name="model-reaper")
+                timers = tg.create_task(self._scheduled(), name="scheduled")
                 governor = tg.create_task(self.governor.run(), name="governor")
                 self.ready.set()
                 notify("READY=1\nSTATUS=" + cfg.summary())
@@ -149,6 +152,7 @@ class Daemon:
                 await self._shutdown(ingest, dispatcher, sender, periodic)
                 reaper.cancel()
                 governor.cancel()
+                timers.cancel()
                 await self.pool.close()
                 await bus.stop()
                 bus_task.cancel()
@@ -220,6 +224,23 @@ class Daemon:
         await self.journal.enqueue([OutRow(topic=topic, payload=data, priority=5,
                                            kind="plugin")])
         self._outbox_wake.set()
+
+    async def schedule(self, key: str, due: float, topic: str, payload: bytes | str) -> None:
+        """For plugins: publish later (a reminder), durably; the same key replaces."""
+        data = payload.encode() if isinstance(payload, str) else payload
+        await self.journal.schedule(key, due, topic, data)
+        self._timer_wake.set()
+
+    async def _scheduled(self) -> None:
+        """Move due scheduled messages to the outbox; sleep until the next one is due."""
+        while True:
+            self._timer_wake.clear()
+            moved, nxt = await self.journal.release_due()
+            if moved:
+                self._outbox_wake.set()
+            timeout = None if nxt is None else max(0.0, nxt - self.clock())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._timer_wake.wait(), timeout)
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()

@@ -22,7 +22,7 @@ context = 1024
 [agents.house]
 model = "small"
 description = "Controls lights, heating, locks and notes."
-tools = ["home.*", "notes.*", "locks.*", "clock.*"]
+tools = ["home.*", "notes.*", "locks.*", "clock.*", "timers.*"]
 max_steps = 3
 
 [router]
@@ -161,7 +161,7 @@ def test_sighup_reloads_plugins_without_losing_messages(tmp_path, broker, daemon
             return f"watering for {minutes} minutes"
     '''))
     extra = AGENTS.replace(f'dirs = ["{ROOT / "plugins"}"]', f'dirs = ["{plugdir}"]') \
-        .replace('tools = ["home.*", "notes.*", "locks.*", "clock.*"]', 'tools = []')
+        .replace('tools = ["home.*", "notes.*", "locks.*", "clock.*", "timers.*"]', 'tools = []')
     cfg = write_config(tmp_path / "edged.toml", broker, db=tmp_path / "edged.db", extra=extra)
     d = daemon_process(cfg).start(timeout=60)
     with peer(broker.port) as p:
@@ -193,3 +193,22 @@ def test_sighup_reloads_plugins_without_losing_messages(tmp_path, broker, daemon
         r = ask(99, "please cut the grass")
     assert r["tool_calls"][0]["tool"] == "garden.mow" and r["tool_calls"][0]["result"] == "mowing"
     assert d.proc.poll() is None
+
+
+async def test_timer_reminder_is_published_when_due_even_across_a_restart(broker, make_config,
+                                                                        run_daemon):
+    cfg = make_config(extra=AGENTS)
+    d = await run_daemon(cfg, timeout=60)
+    with peer(broker.port) as p:
+        p.subscribe("edged/out/+")
+        r = await _ask(p, "oven", "set a timer for 3 seconds")
+        assert r["tool_calls"][0]["tool"] == "timers.set_timer"
+        assert r["tool_calls"][0]["arguments"] == {"minutes": 0.05}
+        # stop before it is due: the reminder waits in the journal, not in memory
+        d.request_stop()
+        await asyncio.wait_for(d.stopped.wait(), 30)
+        await run_daemon(cfg, timeout=60)
+        [m] = await asyncio.to_thread(
+            p.wait_count, 1, 30, lambda m: json.loads(m.payload).get("agent") == "timers")
+    body = json.loads(m.payload)
+    assert m.topic == "edged/out/oven" and body["text"] == "Your timer is done."

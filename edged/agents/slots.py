@@ -119,6 +119,28 @@ def _and_a_fraction(toks: list[str], i: int, value: float) -> tuple[float, int]:
     return value, i
 
 
+_TIME_UNITS = {"second": 1 / 60, "seconds": 1 / 60, "sec": 1 / 60, "secs": 1 / 60,
+               "minute": 1.0, "minutes": 1.0, "min": 1.0, "mins": 1.0,
+               "hour": 60.0, "hours": 60.0, "hr": 60.0, "hrs": 60.0, "day": 1440.0,
+               "days": 1440.0}
+_PARAM_UNIT = {"seconds": 1 / 60, "secs": 1 / 60, "minutes": 1.0, "mins": 1.0,
+               "hours": 60.0, "days": 1440.0}
+
+
+def convert_time(text: str, value: float, param: str) -> float:
+    """"an hour" for a ``minutes`` parameter is 60: convert when the text names a time unit
+    after the number and the parameter is named after another one."""
+    target = _PARAM_UNIT.get(param.lower())
+    if target is None:
+        return value
+    toks = words(text)
+    for i, t in enumerate(toks):
+        unit = _TIME_UNITS.get(t)
+        if unit is not None and i > 0:
+            return value * unit / target
+    return value
+
+
 def match_choice(text: str, choices: list[str], aliases: dict[str, str] | None = None,
                  *, fuzzy_cutoff: float = 0.84) -> str | None:
     """The choice (enum value) the text names: by value or alias, exact words first (the
@@ -229,7 +251,8 @@ def fill(text: str, schema: dict[str, Any], aliases: dict[str, dict[str, str]] |
                 value = numbers[idx]
             else:
                 continue
-            out[name] = int(round(value)) if kind == "integer" else value
+            value = convert_time(text, value, name)
+            out[name] = int(round(value)) if kind == "integer" else round(value, 4)
     # Setting a level implies on: "kitchen lights to forty percent" switches them on.
     for name, prop in props.items():
         if name not in out and name.lower() in ("on", "enabled", "power") and \

@@ -43,6 +43,13 @@ _SMALL_TALK = [
 ]
 
 
+# A tool without required arguments has nothing to confirm the choice: it needs a closer
+# match ("ignore your instructions" must not cancel a timer).
+NO_ARGS_MIN_SCORE = 0.38
+# Splitting a request into several commands needs every part to be a clear command.
+SPLIT_MIN_SCORE = 0.5
+
+
 class ToolAgent:
     """An agent from ``[agents.<name>]`` that answers by calling tools."""
 
@@ -94,7 +101,8 @@ class ToolAgent:
             steps = []
             for p in parts:
                 step = await self._step(p)
-                if step is None or step[2] is None:
+                if step is None or step[2] is None or \
+                        step[3].choices[0].score < SPLIT_MIN_SCORE:
                     steps = []
                     break  # not separable ("kitchen and bedroom lights"): one command
                 steps.append(step)
@@ -126,6 +134,8 @@ class ToolAgent:
             args = self._rule_args(text, tool)
             if c.score < ranking.threshold:
                 break
+            if not tool.parameters.get("required") and c.score < NO_ARGS_MIN_SCORE:
+                continue  # nothing in the request confirms a tool without arguments
             if args is not None:
                 return text, tool, args, ranking
             first = first or (text, tool, None, ranking)

@@ -40,6 +40,23 @@ class ToolContext:
     agent: str
     state_dir: Any  # pathlib.Path: where a plugin may keep its own files
     publish: Any = None  # async (topic, payload: bytes | str) -> None, through the outbox
+    scheduler: Any = None
+
+    async def schedule(self, key: str, due: float, topic: str, payload: bytes | str) -> None:
+        """Publish later (durable across restarts); keys are per plugin, same key replaces."""
+        if self.scheduler is None:
+            raise RuntimeError("no scheduler: this tool runs outside the daemon")
+        await self.scheduler.schedule(key, due, topic, payload)
+
+    async def unschedule(self, key: str) -> bool:
+        if self.scheduler is None:
+            return False
+        return bool(await self.scheduler.journal.unschedule(key))
+
+    async def scheduled(self, prefix: str) -> list[tuple[str, float]]:
+        if self.scheduler is None:
+            return []
+        return list(await self.scheduler.journal.scheduled(prefix))
 
 
 @dataclass

@@ -33,9 +33,11 @@ class ToolRunner:
                  default_timeout_s: float = 10.0,
                  emit: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None,
                  state_dir: Path | None = None,
-                 publish: Callable[[str, bytes | str], Awaitable[None]] | None = None) -> None:
+                 publish: Callable[[str, bytes | str], Awaitable[None]] | None = None,
+                 scheduler: Any = None) -> None:
         self.state_dir = state_dir or Path(".")
         self.publish = publish
+        self.scheduler = scheduler  # .schedule(key, due, topic, payload) and .journal
         self.registry = registry
         self.acl = acl
         self.journal = journal
@@ -97,7 +99,7 @@ class ToolRunner:
             args[tool.context_param] = ToolContext(
                 request_id=request.id, device=request.device, topic=request.topic,
                 agent=agent, state_dir=self.state_dir / "plugins" / tool.plugin,
-                publish=self.publish)
+                publish=self.publish, scheduler=self.scheduler)
 
         async def run() -> Any:
             if tool.is_async:
