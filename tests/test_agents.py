@@ -212,3 +212,32 @@ async def test_timer_reminder_is_published_when_due_even_across_a_restart(broker
             p.wait_count, 1, 30, lambda m: json.loads(m.payload).get("agent") == "timers")
     body = json.loads(m.payload)
     assert m.topic == "edged/out/oven" and body["text"] == "Your timer is done."
+
+
+async def test_router_classifies_between_agents(broker, make_config, run_daemon):
+    two = AGENTS.replace('''[router]
+default_agent = "house"''', '''[agents.scribe]
+description = "Keeps notes and the shopping list."
+tools = ["notes.*"]
+
+[router]
+default_agent = "house"
+min_confidence = 0.3''').replace('tools = ["home.*", "notes.*", "locks.*", "clock.*", "timers.*"]',
+                                  'tools = ["home.*", "locks.*", "clock.*", "timers.*"]')
+    await run_daemon(make_config(extra=two), timeout=60)
+    with peer(broker.port) as p:
+        p.subscribe("edged/out/+")
+        lights = await _ask(p, "phone", "switch the bedroom lamp off")
+        notes = await _ask(p, "phone", "what's on my shopping list")
+        explicit = await asyncio.to_thread(_explicit, p)
+    assert lights["agent"] == "house" and lights["tool_calls"][0]["tool"] == "home.set_light"
+    assert notes["agent"] == "scribe" and notes["tool_calls"][0]["tool"] == "notes.list_notes"
+    assert 0 < notes["confidence"] <= 1
+    assert explicit["agent"] == "scribe"
+
+
+def _explicit(p) -> dict[str, Any]:
+    p.publish("edged/in/phone", json.dumps({"id": "ex1", "text": "switch off the hall light",
+                                            "agent": "scribe"}))
+    [m] = p.wait_count(1, 60, lambda m: json.loads(m.payload).get("id") == "ex1")
+    return json.loads(m.payload)

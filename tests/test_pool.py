@@ -270,3 +270,13 @@ async def test_pool_serves_the_onnx_genai_fixture_too(pool_factory):
     gen = await pool.generate("tiny", _req("switch", 32, json_schema=schema))
     assert isinstance(json.loads(gen.text)["on"], bool)
     assert pool.describe()[0]["backend"] == "onnx_genai"
+
+
+async def test_llama_cpp_embeddings_through_the_pool(pool_factory):
+    pool = pool_factory()
+    a, b, c = await pool.embed("small", ["turn on the kitchen lights",
+                                         "switch the kitchen lamp on",
+                                         "the stock market fell sharply today"])
+    dot = lambda x, y: sum(i * j for i, j in zip(x, y, strict=True))  # noqa: E731
+    assert len(a) == 576 and abs(dot(a, a) - 1.0) < 1e-3  # SmolLM2's width, normalised
+    assert dot(a, b) > dot(a, c)
