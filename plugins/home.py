@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+
+from msgspec import Meta
 
 from edged import tool
 from edged.tools import ToolContext
@@ -40,7 +42,8 @@ def _db(ctx: ToolContext) -> sqlite3.Connection:
     ],
     aliases={"room": ROOM_ALIASES},
 )
-def set_light(room: Room, on: bool, brightness: int = 100, *, ctx: ToolContext) -> dict:
+def set_light(room: Room, on: bool, brightness: Annotated[int, Meta(ge=1, le=100)] = 100,
+              *, ctx: ToolContext) -> dict:
     """Turn the lights in a room on or off, optionally at a brightness.
 
     Args:
@@ -63,7 +66,8 @@ def set_light(room: Room, on: bool, brightness: int = 100, *, ctx: ToolContext) 
     ],
     aliases={"room": ROOM_ALIASES},
 )
-def set_temperature(degrees: float, room: Room = "living room", *, ctx: ToolContext) -> dict:
+def set_temperature(degrees: Annotated[float, Meta(ge=5, le=30)], room: Room = "living room",
+                    *, ctx: ToolContext) -> dict:
     """Set the heating thermostat of a room to a target temperature.
 
     Args:

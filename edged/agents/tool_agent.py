@@ -129,11 +129,17 @@ class ToolAgent:
                 tool = self.tools[picked]
                 return text, tool, self._rule_args(text, tool), ranking
         first: tuple[str, Tool, dict[str, Any] | None, Ranking] | None = None
+        if not ranking.ambiguous and self._rules_contradict(text, self.tools[candidates[0].name]):
+            # what was said does not fit the best tool at all ("4471 degrees"): the next
+            # candidates get their chance
+            candidates = ranking.choices[:3]
         for c in candidates:
             tool = self.tools[c.name]
             args = self._rule_args(text, tool)
             if c.score < ranking.threshold:
                 break
+            if self._rules_contradict(text, tool):
+                continue
             if not tool.parameters.get("required") and c.score < NO_ARGS_MIN_SCORE:
                 continue  # nothing in the request confirms a tool without arguments
             if args is not None:
@@ -157,6 +163,18 @@ class ToolAgent:
             log.warning("model rerank failed: %s", e)
             return None
         return choice if choice in names else None
+
+    def _rules_contradict(self, text: str, tool: Tool) -> bool:
+        """The values the rules found break the tool's schema (out of range, wrong type)."""
+        found = slots.fill(text, tool.parameters, tool.aliases)
+        props = tool.parameters.get("properties", {})
+        for name, value in found.items():
+            prop = props.get(name, {})
+            lo, hi = prop.get("minimum"), prop.get("maximum")
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and (
+                    (lo is not None and value < lo) or (hi is not None and value > hi)):
+                return True
+        return False
 
     def _rule_args(self, text: str, tool: Tool) -> dict[str, Any] | None:
         """Arguments from the rules alone, or None when a required one is still open."""
