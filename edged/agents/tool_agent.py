@@ -215,6 +215,21 @@ class ToolAgent:
                                                                           "maxLength": 60}
             else:
                 return f"I can't work out {m} for {tool.short_name}; please say it plainly."
+        # free text first by rule: the request minus the tool's carrier words
+        for m in list(missing):
+            if slots._kind(props[m], tool.parameters.get("$defs", {}))[0] == "string":
+                span = _carrier_span(text, tool, m)
+                if span:
+                    known[m] = span
+                    missing.remove(m)
+                    schema["properties"].pop(m, None)
+                    schema["required"] = missing
+        if not missing:
+            try:
+                tool.validate(known)
+                return known
+            except ArgumentError:
+                return f"Sorry, I couldn't work out the arguments for {tool.short_name}."
         prompt = _few_shot(tool, missing, text)
         model = self._model_for(self.model) if self._model_for else self.model
         try:
@@ -265,6 +280,32 @@ def _small_talk(text: str) -> str | None:
         if pattern.search(text):
             return answer
     return None
+
+
+_ARTICLES = {"the", "a", "an", "some"}
+_CARRIERS = {"please", "can", "could", "would", "will", "you", "i", "me", "us", "just", "also",
+             "so", "to", "down", "that", "a", "an", "on", "in", "for", "my", "our", "jot",
+             "write", "put", "add", "make", "remember", "remind", "need", "we", "we're",
+             "we've", "i've", "i'm", "run", "out", "more", "get", "buy", "and", "of"}
+
+
+def _carrier_span(text: str, tool: Tool, param: str) -> str | None:
+    """The free-text value of ``param``: the request without its carrier words, learned from
+    the tool's examples ("add {milk} to the shopping list", "we're out of {oat milk}") plus
+    generic command words. Leading articles stay ("the car needs an MOT")."""
+    carriers = set(_CARRIERS)
+    for utterance, args in tool.example_pairs():
+        value = str((args or {}).get(param, ""))
+        rest = utterance.lower().replace(value.lower(), " ") if value else utterance.lower()
+        carriers |= set(slots.words(rest))
+    toks = re.findall(r"[\w'%.-]+", text)
+    i, j = 0, len(toks)
+    while i < j and toks[i].lower() in carriers and toks[i].lower() not in _ARTICLES:
+        i += 1
+    while j > i and (toks[j - 1].lower() in carriers or toks[j - 1].lower() in _ARTICLES):
+        j -= 1
+    span = " ".join(toks[i:j]).strip(" .,:;!?")
+    return span or None
 
 
 def _spans(text: str, max_words: int = 8) -> list[str]:
