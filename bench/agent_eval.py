@@ -57,7 +57,7 @@ threads = 1
 [agents.house]
 model = "small"
 description = "Controls lights, heating, locks, notes and tells the time."
-tools = ["home.*", "notes.*", "locks.*", "clock.*", "system.*", "gateway.*"]
+tools = {tools}
 
 [router]
 default_agent = "house"
@@ -282,6 +282,9 @@ def main() -> None:
     ap.add_argument("--extra-toml", type=Path, default=None,
                     help="TOML appended to the daemon config (e.g. a second agent)")
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds to wait per reply")
+    ap.add_argument("--plugin-dir", action="append", default=[],
+                    help="another plugin folder (a held-out plugin); its files' tools join "
+                         "the agent")
     ap.add_argument("--name", default="agent_eval", help="results file name (default: %(default)s)")
     args = ap.parse_args()
 
@@ -292,7 +295,11 @@ def main() -> None:
                 extra_toml=str(args.extra_toml) if args.extra_toml else None)
     work = Path(tempfile.mkdtemp(prefix="edged-eval-"))
     (work / "state").mkdir()
-    extra = AGENTS.format(plugins=json.dumps(str(ROOT / "plugins")))
+    dirs = [str(ROOT / "plugins")] + [str(Path(d).resolve()) for d in args.plugin_dir]
+    tools = ["home.*", "notes.*", "locks.*", "clock.*", "system.*", "gateway.*"]
+    tools += [f"{f.stem}.*" for d in args.plugin_dir for f in sorted(Path(d).glob("*.py"))]
+    extra = AGENTS.format(plugins=", ".join(json.dumps(d) for d in dirs),
+                          tools=json.dumps(tools))
     if args.extra_toml:
         extra += "\n" + args.extra_toml.read_text()
     broker = Broker().start()

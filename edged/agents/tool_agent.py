@@ -283,6 +283,7 @@ def _small_talk(text: str) -> str | None:
 
 
 _ARTICLES = {"the", "a", "an", "some"}
+_PRONOUNS = {"we", "i", "you", "they", "he", "she", "it"}
 _CARRIERS = {"please", "can", "could", "would", "will", "you", "i", "me", "us", "just", "also",
              "so", "to", "down", "that", "a", "an", "on", "in", "for", "my", "our", "jot",
              "write", "put", "add", "make", "remember", "remind", "need", "we", "we're",
@@ -298,9 +299,19 @@ def _carrier_span(text: str, tool: Tool, param: str) -> str | None:
         value = str((args or {}).get(param, ""))
         rest = utterance.lower().replace(value.lower(), " ") if value else utterance.lower()
         carriers |= set(slots.words(rest))
+    # values other arguments take ("mum" in "text mum saying ...") frame the text too
+    for name, value in slots.fill(text, tool.parameters, tool.aliases).items():
+        if name != param:
+            carriers |= set(slots.words(str(value)))
+            carriers |= {w for a, v in tool.aliases.get(name, {}).items() if v == value
+                         for w in slots.words(a)}
     toks = re.findall(r"[\w'%.-]+", text)
     i, j = 0, len(toks)
+    if toks and toks[0].lower() not in _ARTICLES and len(toks) > 1:
+        i = 1  # the command verb ("text", "jot", "note") is never part of the value
     while i < j and toks[i].lower() in carriers and toks[i].lower() not in _ARTICLES:
+        if toks[i].lower() in _PRONOUNS and not (i + 1 < j and toks[i + 1].lower() in carriers):
+            break  # "we are home" is the message; "we need ..." is a frame
         i += 1
     while j > i and (toks[j - 1].lower() in carriers or toks[j - 1].lower() in _ARTICLES):
         j -= 1
