@@ -293,6 +293,8 @@ async def test_broker_freeze_detected_and_recovered(broker, make_config, run_dae
             p.publish("edged/in/d", json.dumps({"id": "during", "text": "2"}), wait=False)
             broker.thaw()
             await _until(lambda: d.bus.subscribed.is_set(), "reconnect after thaw", 30)
+            # the test's own publisher may have been dropped by the frozen broker too
+            await asyncio.to_thread(wait_for, p.connected.is_set, 30, "publisher reconnected")
             p.publish("edged/in/d", json.dumps({"id": "after", "text": "3"}))
             # QoS 1 to the test's own subscriber may repeat across its reconnect: wait for ids
             await asyncio.to_thread(wait_for, lambda: {_body(m)["id"] for m in sub.messages}
