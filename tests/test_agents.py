@@ -241,3 +241,43 @@ def _explicit(p) -> dict[str, Any]:
                                             "agent": "scribe"}))
     [m] = p.wait_count(1, 60, lambda m: json.loads(m.payload).get("id") == "ex1")
     return json.loads(m.payload)
+
+
+async def test_escalation_hook_gets_what_the_local_pipeline_cannot_answer(tmp_path):
+    """The hook the cloud-escalation issue plugs into: called only without a local answer."""
+    from edged.agents.selector import CentroidIndex
+    from edged.agents.tool_agent import ToolAgent
+    from edged.config import AgentConfig
+    from edged.messages import Reply, Request
+    from edged.models.embed import create_embedder
+    from edged.tools import registry
+    from edged.tools.acl import ACL
+    from edged.tools.runner import ToolRunner
+
+    emb = create_embedder("bundled:minilm-l6-int8")
+    emb.load()
+
+    async def embed(texts):
+        return emb.embed(texts)
+
+    reg = registry.load([str(ROOT / "plugins")], entry_points=False)
+    runner = ToolRunner(reg, ACL([]), state_dir=tmp_path)
+    tools = runner.visible(["home.*"])
+    index = CentroidIndex(embed)
+    await index.build({t.name: [t.description] + [u for u, _ in t.example_pairs()]
+                       for t in tools})
+    seen = []
+
+    async def escalate(agent, request, ctx, local, reason):
+        seen.append((request.text, reason))
+        return Reply(id=request.id, agent=agent.name, text="from the cloud", escalated=True)
+
+    agent = ToolAgent("house", AgentConfig(tools=["home.*"]), runner=runner, index=index,
+                      pool=None, model=None, escalate=escalate)
+    far = await agent.handle(Request(id="1", topic="t", device="d",
+                                     text="write a poem about the sea"), None)
+    near = await agent.handle(Request(id="2", topic="t", device="d",
+                                      text="turn on the kitchen lights"), None)
+    assert far.escalated and far.text == "from the cloud"
+    assert not near.escalated and near.tool_calls[0].tool == "home.set_light"
+    assert seen == [("write a poem about the sea", "no_tool")]

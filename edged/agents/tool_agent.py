@@ -17,6 +17,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..config import AgentConfig
@@ -30,6 +31,8 @@ from .base import Context
 from .selector import CentroidIndex, Ranking, lead_word, tool_leads
 
 log = logging.getLogger("edged.agents")
+
+Escalate = Callable[["ToolAgent", Request, Context, Reply, str], Awaitable[Reply | None]]
 
 _SPLIT = re.compile(r"\s*(?:,?\s+and then\s+|,?\s+then\s+|,?\s+and also\s+|"
                     r",?\s+and\s+(?!a half|a quarter|an? \w+ and)|;\s*)", re.I)
@@ -55,7 +58,7 @@ class ToolAgent:
 
     def __init__(self, name: str, cfg: AgentConfig, *, runner: ToolRunner, index: CentroidIndex,
                  pool: ModelPool | None, model: str | None,
-                 model_for: Any = None) -> None:
+                 model_for: Any = None, escalate: Escalate | None = None) -> None:
         self.name = name
         self.cfg = cfg
         self.runner = runner
@@ -63,6 +66,9 @@ class ToolAgent:
         self.pool = pool
         self.model = model
         self._model_for = model_for
+        # The cloud-escalation hook (the escalation issue plugs in here): called when the
+        # local pipeline has no answer; a Reply it returns replaces the local one.
+        self.escalate = escalate
         self.tools: dict[str, Tool] = {t.name: t for t in runner.visible(cfg.tools or None)}
 
     async def handle(self, request: Request, ctx: Context) -> Reply:
@@ -76,7 +82,8 @@ class ToolAgent:
             return self._reply(request, talk, [], 1.0)
         if not plan:
             ranking = await self.index.rank(text, list(self.tools))
-            return self._reply(request, self._no_tool(text, ranking), [], ranking.confidence)
+            local = self._reply(request, self._no_tool(text, ranking), [], ranking.confidence)
+            return await self._maybe_escalate(request, ctx, local, "no_tool")
         calls: list[ToolCall] = []
         confidence = 1.0
         for i, (part, tool, args, ranking) in enumerate(plan[: self.cfg.max_steps]):
@@ -84,7 +91,9 @@ class ToolAgent:
             if args is None:
                 args = await self._model_args(part, tool)
             if isinstance(args, str):  # could not decide: ask
-                return self._reply(request, args, calls, confidence)
+                local = self._reply(request, args, calls, confidence)
+                return await self._maybe_escalate(request, ctx, local, "unclear") \
+                    if not calls else local
             calls.append(await self.runner.call(
                 tool.name, args, request=request, agent=self.name,
                 agent_tools=self.cfg.tools or None, ctx=ctx, step=f"{i}:{tool.name}"))
@@ -245,6 +254,13 @@ class ToolAgent:
         except ArgumentError:
             return f"Sorry, which {', '.join(missing)} do you mean?"
         return args
+
+    async def _maybe_escalate(self, request: Request, ctx: Context, local: Reply,
+                              reason: str) -> Reply:
+        if self.escalate is None or self.cfg.escalate == "never":
+            return local
+        better = await self.escalate(self, request, ctx, local, reason)
+        return better if better is not None else local
 
     # -- replies -------------------------------------------------------------------------
 
