@@ -360,3 +360,13 @@ def test_error_for_ordinary_key_does_echo_value() -> None:
     # The contrast that makes the test above meaningful: values are shown where harmless.
     msg = error_of({"cloud": {"daily_requests": "hunter2-inline"}})
     assert msg == "f.toml: cloud.daily_requests: expected int >= 0, got str 'hunter2-inline'"
+
+
+def test_the_house_example_config_is_valid() -> None:
+    """The config that scripts/run (the README's main command) starts must stay valid."""
+    root = Path(__file__).resolve().parent.parent
+    r = subprocess.run([sys.executable, "-m", "edged", "check-config", "-c",
+                        str(root / "examples" / "house.toml")], capture_output=True, text=True,
+                       timeout=60, cwd=root)
+    assert r.returncode == 0, r.stderr
+    assert "1 agent(s)" in r.stdout
