@@ -202,6 +202,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"  governor: {gov.get('state', '?')}, {gov.get('mem_available_mb', '?')} MB "
           f"available, battery {gov.get('battery_percent') or 'n/a'}, "
           f"temperature {gov.get('temperature_c') or 'n/a'}; bus {d.get('bus', '?')}")
+    errors = d.get("plugin_errors") or []
+    print(f"  tools: {d.get('tools', '?')}; plugins not loaded: "
+          f"{'; '.join(errors) if errors else 'none'}")
     return 0 if st.get("state") == "online" else 1
 
 

@@ -622,6 +622,9 @@ class Daemon:
                     detail={"active": len(self._active), **self.stats,
                             "rss_mb": round(rss_bytes() / 2**20, 1),
                             "governor": self.governor.status(), "models": models,
+                            "tools": len(self.registry.tools),
+                            "plugin_errors": [f"{e.plugin}: {e.error}"[:200]
+                                              for e in self.registry.errors],
                             "bus": self.bus.state if self.bus else "idle"})
         return msgspec.json.encode(st)
 

@@ -306,3 +306,27 @@ def test_tool_decorator_keeps_the_function_callable():
 
     assert add(2, 3) == 5
     assert asyncio.iscoroutinefunction(add) is False
+
+
+def test_entry_point_plugins_are_discovered(tmp_path, monkeypatch):
+    """A package that declares an ``edged.plugins`` entry point (a real dist-info on
+    sys.path, as pip would install it)."""
+    site = tmp_path / "site"
+    pkg = site / "edged_weather"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text(textwrap.dedent('''
+        from edged import tool
+
+        @tool(examples=["will it rain today"])
+        def forecast(day: str = "today") -> str:
+            """Tell the weather forecast."""
+            return f"sunny {day}"
+    '''))
+    dist = site / "edged_weather-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: edged-weather\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[edged.plugins]\nweather = edged_weather\n")
+    monkeypatch.syspath_prepend(str(site))
+    reg = registry.load([], builtin=False, entry_points=True)
+    assert "weather.forecast" in reg.tools
+    assert reg.plugins["weather"].startswith("entry point")
