@@ -124,15 +124,7 @@ def _depth_ok(payload: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
     return True
 
 
-def parse(
-    topic: str,
-    payload: bytes,
-    *,
-    topic_device: str | None,
-    response_topic: str | None,
-    correlation: bytes | None,
-    max_bytes: int,
-) -> tuple[Envelope | None, str]:
+def parse(payload: bytes, *, max_bytes: int) -> tuple[Envelope | None, str]:
     """Decode a payload into (envelope or None for plain text, text). Raises BadRequest."""
     if len(payload) > max_bytes:
         raise BadRequest("too_large", f"payload is {len(payload)} bytes, limit {max_bytes}")

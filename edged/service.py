@@ -110,6 +110,7 @@ class Daemon:
         self._open = 0  # journaled and not finished (received + processing)
         self._active: dict[int, asyncio.Task[None]] = {}
         self._stopping = False
+        self._sending = 0  # outbox rows published and not yet acknowledged
         self.bus: MQTTBus | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -354,9 +355,7 @@ class Daemon:
         text = ""
         envelope_device = None
         try:
-            env, text = parse(m.topic, m.payload, topic_device=None,
-                              response_topic=m.response_topic, correlation=m.correlation,
-                              max_bytes=d.max_payload_bytes)
+            env, text = parse(m.payload, max_bytes=d.max_payload_bytes)
             envelope_device = env.device if env else None
         except BadRequest as e:
             err = e
@@ -513,8 +512,7 @@ class Daemon:
         self._work.set()
 
     def _request(self, row: InboxRow) -> Request:
-        env, text = parse(row.topic, row.payload, topic_device=None, response_topic=None,
-                          correlation=row.meta.correlation,
+        env, text = parse(row.payload,
                           max_bytes=max(len(row.payload), self.cfg.delivery.max_payload_bytes))
         req_id = (env.id if env and env.id else None) or \
             _correlation_id(row.meta.correlation) or row.key.split(":", 1)[1][-16:]
@@ -558,8 +556,6 @@ class Daemon:
         self._outbox_wake.set()
 
     # -- sender: the outbox drains in priority order ----------------------------------------------
-
-    _sending = 0
 
     async def _send(self) -> None:
         assert self.bus is not None
