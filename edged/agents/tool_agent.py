@@ -70,6 +70,7 @@ class ToolAgent:
         # local pipeline has no answer; a Reply it returns replaces the local one.
         self.escalate = escalate
         self.tools: dict[str, Tool] = {t.name: t for t in runner.visible(cfg.tools or None)}
+        self._fill_cache: dict[tuple[str, str], dict[str, Any]] = {}
 
     async def handle(self, request: Request, ctx: Context) -> Reply:
         t0 = time.perf_counter()
@@ -173,9 +174,20 @@ class ToolAgent:
             return None
         return choice if choice in names else None
 
+    def _filled(self, text: str, tool: Tool) -> dict[str, Any]:
+        """What the rules find for ``tool`` in ``text``, computed once per pair (a request
+        asks several times: contradiction check, rule arguments, model arguments, spans)."""
+        key = (text, tool.name)
+        found = self._fill_cache.get(key)
+        if found is None:
+            if len(self._fill_cache) > 256:
+                self._fill_cache.clear()
+            found = self._fill_cache[key] = slots.fill(text, tool.parameters, tool.aliases)
+        return dict(found)
+
     def _rules_contradict(self, text: str, tool: Tool) -> bool:
         """The values the rules found break the tool's schema (out of range, wrong type)."""
-        found = slots.fill(text, tool.parameters, tool.aliases)
+        found = self._filled(text, tool)
         props = tool.parameters.get("properties", {})
         for name, value in found.items():
             prop = props.get(name, {})
@@ -187,7 +199,7 @@ class ToolAgent:
 
     def _rule_args(self, text: str, tool: Tool) -> dict[str, Any] | None:
         """Arguments from the rules alone, or None when a required one is still open."""
-        found = slots.fill(text, tool.parameters, tool.aliases)
+        found = self._filled(text, tool)
         required = tool.parameters.get("required", [])
         if all(r in found for r in required):
             try:
@@ -199,7 +211,7 @@ class ToolAgent:
 
     async def _model_args(self, text: str, tool: Tool) -> dict[str, Any] | str:
         """Ask the model for the open arguments under a narrow schema, or a question."""
-        known = slots.fill(text, tool.parameters, tool.aliases)
+        known = self._filled(text, tool)
         props = tool.parameters.get("properties", {})
         missing = [r for r in tool.parameters.get("required", []) if r not in known]
         if self.pool is None or self.model is None:
@@ -227,7 +239,7 @@ class ToolAgent:
         # free text first by rule: the request minus the tool's carrier words
         for m in list(missing):
             if slots._kind(props[m], tool.parameters.get("$defs", {}))[0] == "string":
-                span = _carrier_span(text, tool, m)
+                span = _carrier_span(text, tool, m, known)
                 if span:
                     known[m] = span
                     missing.remove(m)
@@ -306,7 +318,7 @@ _CARRIERS = {"please", "can", "could", "would", "will", "you", "i", "me", "us", 
              "we've", "i've", "i'm", "run", "out", "more", "get", "buy", "and", "of"}
 
 
-def _carrier_span(text: str, tool: Tool, param: str) -> str | None:
+def _carrier_span(text: str, tool: Tool, param: str, found: dict[str, Any]) -> str | None:
     """The free-text value of ``param``: the request without its carrier words, learned from
     the tool's examples ("add {milk} to the shopping list", "we're out of {oat milk}") plus
     generic command words. Leading articles stay ("the car needs an MOT")."""
@@ -316,7 +328,7 @@ def _carrier_span(text: str, tool: Tool, param: str) -> str | None:
         rest = utterance.lower().replace(value.lower(), " ") if value else utterance.lower()
         carriers |= set(slots.words(rest))
     # values other arguments take ("mum" in "text mum saying ...") frame the text too
-    for name, value in slots.fill(text, tool.parameters, tool.aliases).items():
+    for name, value in found.items():
         if name != param:
             carriers |= set(slots.words(str(value)))
             carriers |= {w for a, v in tool.aliases.get(name, {}).items() if v == value
