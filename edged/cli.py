@@ -296,6 +296,124 @@ def cmd_tools_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+class _OfflineMemory:
+    """The memory database with the configured embedder, for the CLI (no daemon needed; it
+    may run at the same time: SQLite WAL)."""
+
+    def __init__(self, cfg: config.Config, *, with_model: bool = False) -> None:
+        self.cfg = cfg
+        self.with_model = with_model
+        self.pool: Any = None
+
+    async def __aenter__(self) -> Any:
+        import asyncio
+
+        from .memory import Consolidator, Memory
+        from .models.pool import ModelPool
+
+        cfg = self.cfg
+        spec = cfg.memory.embedder
+        if spec.startswith("model:") or self.with_model:
+            self.pool = ModelPool(dict(cfg.models), cfg.resources)
+        if spec.startswith("model:"):
+            alias = spec.split(":", 1)[1]
+            m = cfg.models[alias]
+            embed = lambda texts: self.pool.embed(alias, texts)  # noqa: E731
+            ident = f"{spec} ({m.backend} {m.path or m.base_url} {m.model or ''})".strip()
+        else:
+            from .models.embed import create_embedder
+
+            embedder = create_embedder(spec)
+            await asyncio.to_thread(embedder.load)
+            embed = lambda texts: asyncio.to_thread(embedder.embed, texts)  # noqa: E731
+            ident = spec
+        self.memory = Memory(cfg.memory, cfg.memory_path, embed=embed, embedder_id=ident)
+        pending = await self.memory.open()
+        if pending:
+            print(f"re-embedding {pending} memories with {ident} first ...", file=sys.stderr)
+            await self.memory.reembed()
+        generate = None
+        model = cfg.memory_model if self.with_model else None
+        if model:
+            from .models import GenerationRequest
+
+            async def generate(prompt: str, schema: dict[str, Any]) -> str:
+                gen = await self.pool.generate(model, GenerationRequest(
+                    prompt=prompt, json_schema=schema, max_tokens=16, temperature=0.0))
+                return str(gen.text)
+        self.consolidator = Consolidator(self.memory, cfg.memory, generate=generate,
+                                         model=model)
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.memory.close()
+        if self.pool is not None:
+            await self.pool.close()
+
+
+def _print_memories(rows: list[Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps([r.to_dict() for r in rows], indent=1))
+        return
+    for r in rows:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.updated))
+        sim = f" sim {r.similarity:.2f}" if r.similarity is not None else ""
+        print(f"#{r.id} [{r.scope}] {r.kind}{sim} ({when}, importance {r.importance:.2f}): "
+              f"{r.text}")
+    if not rows:
+        print("(no memories)")
+
+
+def cmd_memory(args: argparse.Namespace) -> int:
+    """search | list | forget | consolidate | stats on the memory database."""
+    import asyncio
+
+    cfg = _load(args)
+    action = args.memory_command
+    if action != "consolidate" and not cfg.memory_path.exists():
+        print(f"edged: no memory database at {cfg.memory_path}", file=sys.stderr)
+        return 1
+    if action == "forget" and not args.device:
+        raise SystemExit("edged memory forget: --device is required (what to forget)")
+
+    async def main() -> int:
+        if action in ("list", "forget", "stats"):
+            from .memory import MemoryStore
+
+            store = MemoryStore(cfg.memory_path)
+            store.open()
+            try:
+                if action == "list":
+                    _print_memories(store.list(args.device, kind=args.kind, limit=args.limit),
+                                    args.json)
+                elif action == "stats":
+                    print(json.dumps(store.stats(), indent=1))
+                else:
+                    gone = store.forget(args.device)
+                    print(f"forgot device {args.device!r}: {gone['memories']} memories, "
+                          f"{gone['vectors']} vectors, {gone['turns']} turns")
+            finally:
+                store.close()
+            return 0
+        async with _OfflineMemory(cfg, with_model=action == "consolidate") as om:
+            if action == "search":
+                scopes = [args.device] if args.device else \
+                    await om.memory.run(om.memory.store.scopes)
+                rows = []
+                for scope in scopes:
+                    rows += await om.memory.recall(
+                        args.query, scope, k=args.limit, kinds=[args.kind] if args.kind
+                        else None, min_similarity=0.0, touch=False)
+                rows.sort(key=lambda r: -(r.score or 0.0))
+                _print_memories(rows[: args.limit], args.json)
+            else:  # consolidate
+                report = await om.consolidator.run()
+                print(json.dumps(report.to_dict(), indent=1))
+        return 0
+
+    return asyncio.run(main())
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="edged", description="Event-driven AI daemon for edge gateways.")
@@ -339,6 +457,32 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--tool", default=None, help="a glob, e.g. 'locks.*'")
     t.add_argument("--limit", type=int, default=50)
     t.set_defaults(func=cmd_tools_audit)
+
+    s = sub.add_parser("memory", parents=[common],
+                       help="memory: search, list, forget, consolidate, stats")
+    msub = s.add_subparsers(dest="memory_command", metavar="ACTION", required=True)
+    m = msub.add_parser("search", parents=[common], help="memories nearest to a text")
+    m.add_argument("query")
+    m.add_argument("--device", default=None, help="one device's scope (default: all)")
+    m.add_argument("--kind", default=None)
+    m.add_argument("--limit", type=int, default=5)
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(func=cmd_memory)
+    m = msub.add_parser("list", parents=[common], help="memories, newest first")
+    m.add_argument("--device", default=None)
+    m.add_argument("--kind", default=None)
+    m.add_argument("--limit", type=int, default=50)
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(func=cmd_memory)
+    m = msub.add_parser("forget", parents=[common],
+                        help="remove a device's memories, vectors and turns")
+    m.add_argument("--device", required=True)
+    m.set_defaults(func=cmd_memory)
+    m = msub.add_parser("consolidate", parents=[common],
+                        help="run consolidation once now (prints the report)")
+    m.set_defaults(func=cmd_memory)
+    m = msub.add_parser("stats", parents=[common], help="counts, embedder, database size")
+    m.set_defaults(func=cmd_memory)
 
     s = sub.add_parser("status", parents=[common], help="show the retained daemon status")
     s.add_argument("--timeout", type=float, default=3.0)

@@ -165,12 +165,26 @@ class PluginsConfig(_Section):
     tool_timeout_s: PosFloat = 10.0
 
 
+Fraction = Annotated[float, msgspec.Meta(ge=0, le=1)]
+
+
 class MemoryConfig(_Section):
     enabled: bool = True
+    # bundled:<name>, a folder with model.onnx + tokenizer.json, or model:<alias> (embeddings
+    # from a [models.<alias>] backend)
     embedder: str = "bundled:minilm-l6-int8"
+    path: str | None = None  # default: memory.db next to storage.path
+    model: str | None = None  # consolidation's model alias; default: the first agent's model
     consolidate_every_s: PosInt = 3600
     retention_days: PosInt = 365
-    max_turns: PosInt = 20
+    max_turns: PosInt = 20  # short-term: turns of a session kept in the window
+    turn_tokens: PosInt = 600  # short-term: and at most this many tokens of them
+    context_tokens: Annotated[int, msgspec.Meta(ge=64)] = 768  # working-memory budget
+    recall_k: Annotated[int, msgspec.Meta(ge=1, le=50)] = 5
+    min_similarity: Fraction = 0.35
+    followup_s: NonNegInt = 300  # a turn this recent is what "it" / "too" refer to
+    episode_after_s: PosInt = 86400  # consolidated turns older than this become episodes
+    prune_below_importance: Fraction = 0.3
 
 
 class CloudConfig(_Section):
@@ -216,6 +230,18 @@ class Config(_Section):
     @property
     def db_path(self) -> Path:
         return Path(self.storage.path) if self.storage.path else default_state_dir() / "edged.db"
+
+    @property
+    def memory_path(self) -> Path:
+        """The memory database: its own file (sqlite-vec, re-embedding and forgetting never
+        touch the message journal)."""
+        return Path(self.memory.path) if self.memory.path else self.db_path.parent / "memory.db"
+
+    @property
+    def memory_model(self) -> str | None:
+        if self.memory.model:
+            return self.memory.model
+        return next((a.model for a in self.agents.values() if a.model), None)
 
     def summary(self) -> str:
         return (
@@ -469,6 +495,13 @@ def _validate(cfg: Config, source: str) -> Config:
         problems.append("mqtt.reconnect_max_s: expected >= mqtt.reconnect_min_s")
     if bool(cfg.mqtt.tls.cert_file) != bool(cfg.mqtt.tls.key_file):
         problems.append("mqtt.tls: cert_file and key_file must be given together")
+    mem = cfg.memory
+    if mem.model and mem.model not in cfg.models:
+        problems.append(f"memory.model: expected one of [models] ({_names(cfg.models)}), "
+                        f"got {mem.model!r}")
+    if mem.embedder.startswith("model:") and mem.embedder[6:] not in cfg.models:
+        problems.append(f"memory.embedder: 'model:<alias>' expects one of [models] "
+                        f"({_names(cfg.models)}), got {mem.embedder!r}")
     if cfg.cloud.enabled and not (cfg.cloud.base_url and cfg.cloud.model):
         problems.append("cloud: base_url and model are required when enabled = true")
     if problems:

@@ -130,8 +130,16 @@ class Governor:
     # -- the loop ----------------------------------------------------------------------------
 
     async def run(self) -> None:
+        failing = False
         while True:
-            await self.check()
+            try:
+                await self.check()
+                failing = False
+            except Exception as e:  # noqa: BLE001 - a broken sensor must not stop the daemon
+                if not failing:
+                    log.error("governor: cannot read the sensors: %r; keeping state %s",
+                              e, self.state.name)
+                failing = True
             await asyncio.sleep(self.interval_s)
 
     async def check(self) -> State:

@@ -44,6 +44,7 @@ from .journal import (
     dead_letter_payload,
 )
 from .limits import TokenBuckets
+from .memory import Consolidator, Memory, MemoryAccess
 from .messages import (
     BadRequest,
     ErrorBody,
@@ -57,6 +58,7 @@ from .messages import (
 from .models.pool import ModelPool, rss_bytes
 from .notify import notify
 from .router import AUTO, Router
+from .scheduler import Scheduler
 from .tools import registry as tool_registry
 from .tools.acl import ACL
 from .tools.runner import ToolRunner
@@ -96,6 +98,11 @@ class Daemon:
                                  scheduler=self)
         self.agent_index: CentroidIndex | None = None
         self.embedder: Any = None
+        self._embed_fn: Any = None
+        self.memory: Memory | None = None
+        self.consolidator: Consolidator | None = None
+        self.memory_status: dict[str, Any] = {}
+        self.scheduler = Scheduler()
         self._reload_lock = asyncio.Lock()
         self._timer_wake = asyncio.Event()
         self.ready = asyncio.Event()
@@ -125,6 +132,7 @@ class Daemon:
         await self.journal.open()
         try:
             await self._start_agents()
+            await self._start_memory()
             await self._recover()
             subs = [self.topics.inbound] + [r.topic for r in cfg.routes]
             if cfg.mqtt.shared_group:
@@ -145,6 +153,9 @@ class Daemon:
                 reaper = tg.create_task(self.pool.run_reaper(), name="model-reaper")
                 timers = tg.create_task(self._scheduled(), name="scheduled")
                 governor = tg.create_task(self.governor.run(), name="governor")
+                scheduler = tg.create_task(self.scheduler.run(), name="scheduler")
+                reembed = tg.create_task(self._reembed(), name="memory-reembed") \
+                    if self.memory is not None else None
                 self.ready.set()
                 notify("READY=1\nSTATUS=" + cfg.summary())
                 log.info("edged %s running: %s", __version__, cfg.summary())
@@ -154,10 +165,15 @@ class Daemon:
                 reaper.cancel()
                 governor.cancel()
                 timers.cancel()
+                scheduler.cancel()
+                if reembed is not None:
+                    reembed.cancel()
                 await self.pool.close()
                 await bus.stop()
                 bus_task.cancel()
         finally:
+            if self.memory is not None:
+                await self.memory.close()
             await self.journal.close()
             self.stopped.set()
             log.info("stopped")
@@ -166,15 +182,96 @@ class Daemon:
         """Load the embedder and build the tool agents of ``[agents]``."""
         if not self.cfg.agents:
             return
-        from .models.embed import create_embedder
+        spec = self.cfg.memory.embedder
+        if spec.startswith("model:"):
+            # embeddings from a configured model (e.g. llama.cpp): through the pool
+            alias = spec.split(":", 1)[1]
+            self._embed_fn = lambda texts: self.pool.embed(alias, texts)
+            self.embedder = alias
+        else:
+            from .models.embed import create_embedder
 
-        embedder = create_embedder(self.cfg.memory.embedder)
-        await asyncio.to_thread(embedder.load)
-        self.embedder = embedder
+            embedder = create_embedder(spec)
+            await asyncio.to_thread(embedder.load)
+            self.embedder = embedder
+            self._embed_fn = lambda texts: asyncio.to_thread(embedder.embed, texts)
         await self._build_agents()
 
     async def _embed(self, texts: list[str]) -> list[list[float]]:
-        return await asyncio.to_thread(self.embedder.embed, texts)
+        return await self._embed_fn(texts)
+
+    def _embedder_identity(self) -> str:
+        """What the vectors in the memory database are from (a change re-embeds)."""
+        spec = self.cfg.memory.embedder
+        if spec.startswith("model:"):
+            m = self.cfg.models[spec.split(":", 1)[1]]
+            return f"{spec} ({m.backend} {m.path or m.base_url} {m.model or ''})".strip()
+        return spec
+
+    async def _start_memory(self) -> None:
+        """Open the memory database, hand it to agents and tools, schedule consolidation."""
+        mcfg = self.cfg.memory
+        if not mcfg.enabled or self._embed_fn is None:
+            return
+        memory = Memory(mcfg, self.cfg.memory_path, embed=self._embed,
+                        embedder_id=self._embedder_identity(), clock=self.clock)
+        pending = await memory.open()
+        if pending:
+            log.warning("memory: %d memories wait for re-embedding with %s", pending,
+                        memory.embedder_id)
+        model = self.cfg.memory_model
+
+        async def generate(prompt: str, schema: dict[str, Any]) -> str:
+            from .models import GenerationRequest
+
+            assert model is not None
+            gen = await self.pool.generate(
+                self.governor.model_for(model, None), GenerationRequest(
+                    prompt=prompt, json_schema=schema, max_tokens=16, temperature=0.0),
+                priority=1)  # after every request
+            return gen.text
+
+        self.memory = memory
+        self.consolidator = Consolidator(memory, mcfg, generate=generate if model else None,
+                                         model=model, may_run=lambda: not self.governor.defer,
+                                         clock=self.clock)
+        self.runner.memory = MemoryAccess(memory, self.consolidator)
+        for stage in self.stages.values():
+            if isinstance(stage, ToolAgent):
+                stage.memory = memory if stage.cfg.memory else None
+        self.scheduler.every("memory-consolidate", mcfg.consolidate_every_s,
+                             self.consolidate_memory)
+        self.scheduler.on_jump(lambda _jump: self._timer_wake.set())
+        self.memory_status = await memory.stats()
+        log.info("memory: %s (%d memories, %d turns, embedder %s)", self.cfg.memory_path,
+                 self.memory_status["memories"], self.memory_status["turns"],
+                 memory.embedder_id)
+
+    async def consolidate_memory(self) -> dict[str, Any] | None:
+        """The scheduled job (also ``edged memory consolidate``): deferred on battery,
+        heat or memory pressure; the outcome goes out as an event."""
+        if self.memory is None or self.consolidator is None:
+            return None
+        if self.governor.defer:
+            log.info("memory: consolidation deferred (%s)", self.governor.state.name)
+            await self.emit("memory_deferred", {"governor": self.governor.state.name})
+            return None
+        report = (await self.consolidator.run()).to_dict()
+        self.memory_status = await self.memory.stats()
+        await self.emit("memory_consolidated", report)
+        return report
+
+    async def _reembed(self) -> None:
+        """Background: vectors for memories from an older embedder (or none yet)."""
+        assert self.memory is not None
+        if not await self.memory.run(self.memory.store.pending_vectors):
+            return
+        while await self.memory.run(self.memory.store.pending_vectors):
+            await self.memory.reembed(may_run=lambda: not self.governor.defer)
+            if await self.memory.run(self.memory.store.pending_vectors):
+                await asyncio.sleep(30)  # deferred by the governor: try again later
+        self.memory_status = await self.memory.stats()
+        await self.emit("memory_reembedded", {"embedder": self.memory.embedder_id})
 
     async def _build_agents(self) -> None:
         """(Re)build every tool agent from the current registry, then swap them in at once:
@@ -189,7 +286,8 @@ class Daemon:
             stages[name] = ToolAgent(
                 name, acfg, runner=self.runner, index=index, pool=self.pool,
                 model=acfg.model or None,
-                model_for=lambda m, lp=acfg.low_power_model: self.governor.model_for(m, lp))
+                model_for=lambda m, lp=acfg.low_power_model: self.governor.model_for(m, lp),
+                memory=self.memory)
             agent_texts[name] = [acfg.description] + [
                 u for t in tools for u, _ in t.example_pairs()]
             log.info("agent %s: %d tool(s): %s", name, len(tools),
@@ -621,7 +719,10 @@ class Daemon:
                             "tools": len(self.registry.tools),
                             "plugin_errors": [f"{e.plugin}: {e.error}"[:200]
                                               for e in self.registry.errors],
-                            "bus": self.bus.state if self.bus else "idle"})
+                            "bus": self.bus.state if self.bus else "idle",
+                            "memory": {k: v for k, v in self.memory_status.items()
+                                       if k != "by_kind"},
+                            "scheduler": self.scheduler.describe()})
         return msgspec.json.encode(st)
 
     def _on_ready(self, session_present: bool) -> None:

@@ -9,6 +9,11 @@
    be spans of the request and whose numbers can only be the numbers said.
 4. Validate against the tool's schema (never call a tool with arguments that fail it), run it
    through the runner (visibility, ACL, once, timeout, audit) and answer from its result.
+
+With memory on, what the rules leave open may come from context before the model is asked:
+a follow-up ("set it to 40 percent", "and the bedroom too") takes the last call of the
+session, and a preference ("heat the bedroom" after "I like the bedroom at 19 degrees") comes
+from recalled memories. Every exchange is recorded as two turns of the session.
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..config import AgentConfig
+from ..memory.recall import Memory
+from ..memory.working import WorkingMemory
+from ..memory.working import build as build_working_memory
 from ..messages import Reply, Request, ToolCall
 from ..models import GenerationRequest, ModelError
 from ..models.pool import ModelPool
@@ -51,6 +59,14 @@ _SMALL_TALK = [
 NO_ARGS_MIN_SCORE = 0.38
 # Splitting a request into several commands needs every part to be a clear command.
 SPLIT_MIN_SCORE = 0.5
+# A recalled memory may fill an argument only when it is this close to the request.
+RECALL_FILL_MIN_SIMILARITY = 0.45
+
+# "it", "that", "too": the request continues the last one
+_FOLLOWUP = re.compile(r"\b(it|them|that|those|there|the same|same|again|too|also|as well)\b",
+                       re.I)
+_ADDS_TO_LAST = re.compile(r"\b(too|also|as well|the same|same for)\b", re.I)
+_PREFERENCE_CUE = re.compile(r"\b(usual|usually|like|prefer|favou?rite|always)\b", re.I)
 
 
 class ToolAgent:
@@ -58,7 +74,8 @@ class ToolAgent:
 
     def __init__(self, name: str, cfg: AgentConfig, *, runner: ToolRunner, index: CentroidIndex,
                  pool: ModelPool | None, model: str | None,
-                 model_for: Any = None, escalate: Escalate | None = None) -> None:
+                 model_for: Any = None, escalate: Escalate | None = None,
+                 memory: Memory | None = None) -> None:
         self.name = name
         self.cfg = cfg
         self.runner = runner
@@ -71,8 +88,33 @@ class ToolAgent:
         self.escalate = escalate
         self.tools: dict[str, Tool] = {t.name: t for t in runner.visible(cfg.tools or None)}
         self._fill_cache: dict[tuple[str, str], dict[str, Any]] = {}
+        self.memory = memory if cfg.memory else None
 
     async def handle(self, request: Request, ctx: Context) -> Reply:
+        reply = await self._handle(request, ctx)
+        if self.memory is not None and request.text.strip():
+            # a retry of the same request records nothing twice (keyed by request id)
+            await self.memory.record(
+                request.device, _session(request), request.id, request.text.strip(),
+                reply.text, [{"tool": c.tool, "arguments": c.arguments}
+                             for c in reply.tool_calls])
+        return reply
+
+    async def working_memory(self, request: Request, *, budget: int | None = None
+                             ) -> WorkingMemory:
+        """System prompt + recalled memories + recent turns + request, within the budget:
+        what a model that answers freely (the cloud) gets."""
+        system = self.cfg.system_prompt or (
+            f"You are the assistant on a home gateway. {self.cfg.description}".strip())
+        memories, turns = [], []
+        if self.memory is not None:
+            memories = await self.memory.recall(request.text, request.device, touch=False)
+            turns = await self.memory.recent(_session(request))
+        return build_working_memory(system, request.text, memories=memories, turns=turns,
+                                    budget=budget or (self.memory.cfg.context_tokens
+                                                      if self.memory else 768))
+
+    async def _handle(self, request: Request, ctx: Context) -> Reply:
         t0 = time.perf_counter()
         text = request.text.strip()
         if not text:
@@ -81,6 +123,10 @@ class ToolAgent:
         plan = await self._plan(text)
         if talk and (not plan or plan[0][3].choices[0].score < 0.5):
             return self._reply(request, talk, [], 1.0)
+        notes: list[str] = []
+        if not plan or plan[0][3].choices[0].score < SPLIT_MIN_SCORE:
+            # "and the bedroom too": the last call again, unless a tool clearly fits alone
+            plan = await self._followup_plan(text, request) or plan
         if not plan:
             ranking = await self.index.rank(text, list(self.tools))
             local = self._reply(request, self._no_tool(text, ranking), [], ranking.confidence)
@@ -90,6 +136,8 @@ class ToolAgent:
         for i, (part, tool, args, ranking) in enumerate(plan[: self.cfg.max_steps]):
             confidence = min(confidence, ranking.confidence)
             if args is None:
+                args = await self._context_args(part, tool, request, notes)
+            if args is None:
                 args = await self._model_args(part, tool)
             if isinstance(args, str):  # could not decide: ask
                 local = self._reply(request, args, calls, confidence)
@@ -98,7 +146,7 @@ class ToolAgent:
             calls.append(await self.runner.call(
                 tool.name, args, request=request, agent=self.name,
                 agent_tools=self.cfg.tools or None, ctx=ctx, step=f"{i}:{tool.name}"))
-        reply = self._reply(request, _render(calls), calls, confidence)
+        reply = self._reply(request, " ".join([_render(calls), *notes]), calls, confidence)
         reply.latency_ms = round((time.perf_counter() - t0) * 1000, 2)
         return reply
 
@@ -156,6 +204,78 @@ class ToolAgent:
                 return text, tool, args, ranking
             first = first or (text, tool, None, ranking)
         return first
+
+    # -- context: the session's last call and recalled memories ---------------------------
+
+    async def _last_call(self, request: Request) -> dict[str, Any] | None:
+        """The newest tool call of this session within ``memory.followup_s``."""
+        if self.memory is None:
+            return None
+        turns = await self.memory.recent(_session(request), within_s=self.memory.cfg.followup_s)
+        for t in reversed(turns):
+            if t.role == "assistant" and t.tools:
+                call = t.tools[-1]
+                if call.get("tool") in self.tools:
+                    return call
+        return None
+
+    async def _followup_plan(self, text: str, request: Request
+                             ) -> list[tuple[str, Tool, dict[str, Any] | None, Ranking]]:
+        """No tool fits on its own, but the request adds to the last one ("and the bedroom
+        too"): the last call again, with what this request changes."""
+        if self.memory is None or not _ADDS_TO_LAST.search(text) or slots.is_question(text):
+            return []
+        last = await self._last_call(request)
+        if last is None:
+            return []
+        tool = self.tools[last["tool"]]
+        changed = self._filled(text, tool)
+        if not changed:
+            return []
+        args = {**last.get("arguments", {}), **changed}
+        try:
+            tool.validate(args)
+        except ArgumentError:
+            return []
+        ranking = await self.index.rank(text, [tool.name])
+        return [(text, tool, args, ranking)]
+
+    async def _context_args(self, text: str, tool: Tool, request: Request,
+                            notes: list[str]) -> dict[str, Any] | None:
+        """Fill what the rules left open from the last call (a follow-up: "set it to 40
+        percent") or from a recalled memory ("heat the bedroom" + "I like the bedroom at 19
+        degrees"); None when context does not complete the arguments."""
+        if self.memory is None:
+            return None
+        known = self._filled(text, tool)
+        required = tool.parameters.get("required", [])
+        missing = [r for r in required if r not in known]
+        if not missing:
+            return None
+        if _FOLLOWUP.search(text):
+            last = await self._last_call(request)
+            if last is not None:
+                prior = last.get("arguments", {})
+                if all(m in prior for m in missing):
+                    args = {**known, **{m: prior[m] for m in missing}}
+                    if _valid(tool, args):
+                        return args
+        memories = await self.memory.recall(text, request.device,
+                                            kinds=("preference", "fact", "decision"),
+                                            min_similarity=RECALL_FILL_MIN_SIMILARITY)
+        for m in memories:
+            found = slots.fill(m.text, tool.parameters, tool.aliases)
+            shared = [k for k in known if k in found]
+            if any(found[k] != known[k] for k in shared):
+                continue  # about something else (another room)
+            if not shared and not _PREFERENCE_CUE.search(text):
+                continue  # nothing ties the memory to this request
+            if all(x in found for x in missing):
+                args = {**known, **{x: found[x] for x in missing}}
+                if _valid(tool, args):
+                    notes.append(f"(From memory: {m.text}.)")
+                    return args
+        return None
 
     async def _model_pick(self, text: str, names: list[str]) -> str | None:
         """The best two are close: let the model choose among them (a constrained choice)."""
@@ -228,9 +348,11 @@ class ToolAgent:
                 return f"Which {m} do you mean? ({what.rstrip('.')})" if choices is None else \
                     f"Which {m} do you mean: {', '.join(map(str, choices))}?"
             if kind in ("integer", "number"):
-                schema["properties"][m] = ({"enum": [int(n) if kind == "integer" else n
-                                                     for n in numbers]}
-                                           if numbers else {"type": kind})
+                if not numbers:  # no number was said: never invent one
+                    what = (props[m].get("description") or "").rstrip(".")
+                    return f"Which {m} do you mean?" + (f" ({what})" if what else "")
+                schema["properties"][m] = {"enum": [int(n) if kind == "integer" else n
+                                                    for n in numbers]}
             elif kind == "string":
                 schema["properties"][m] = {"enum": spans} if spans else {"type": "string",
                                                                           "maxLength": 60}
@@ -287,6 +409,18 @@ class ToolAgent:
                ) -> Reply:
         return Reply(id=request.id, agent=self.name, text=text, tool_calls=calls,
                      model=self.model, confidence=round(confidence, 3))
+
+
+def _session(request: Request) -> str:
+    return request.session or request.device
+
+
+def _valid(tool: Tool, args: dict[str, Any]) -> bool:
+    try:
+        tool.validate(args)
+    except ArgumentError:
+        return False
+    return True
 
 
 def _changes_state(tool: Tool) -> bool:

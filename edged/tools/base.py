@@ -41,6 +41,7 @@ class ToolContext:
     state_dir: Any  # pathlib.Path: where a plugin may keep its own files
     publish: Any = None  # async (topic, payload: bytes | str) -> None, through the outbox
     scheduler: Any = None
+    memory: Any = None  # edged.memory.MemoryAccess: remember / search in the device's scope
 
     async def schedule(self, key: str, due: float, topic: str, payload: bytes | str) -> None:
         """Publish later (durable across restarts); keys are per plugin, same key replaces."""

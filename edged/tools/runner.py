@@ -38,6 +38,7 @@ class ToolRunner:
         self.state_dir = state_dir or Path(".")
         self.publish = publish
         self.scheduler = scheduler  # .schedule(key, due, topic, payload) and .journal
+        self.memory: Any = None  # edged.memory.MemoryAccess once memory is open
         self.registry = registry
         self.acl = acl
         self.journal = journal
@@ -99,7 +100,7 @@ class ToolRunner:
             args[tool.context_param] = ToolContext(
                 request_id=request.id, device=request.device, topic=request.topic,
                 agent=agent, state_dir=self.state_dir / "plugins" / tool.plugin,
-                publish=self.publish, scheduler=self.scheduler)
+                publish=self.publish, scheduler=self.scheduler, memory=self.memory)
 
         async def run() -> Any:
             if tool.is_async:
