@@ -296,7 +296,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="edged-eval-"))
     (work / "state").mkdir()
     dirs = [str(ROOT / "plugins")] + [str(Path(d).resolve()) for d in args.plugin_dir]
-    tools = ["home.*", "notes.*", "locks.*", "clock.*", "system.*", "gateway.*"]
+    tools = ["home.*", "notes.*", "locks.*", "clock.*", "system.*", "gateway.*", "memory.*"]
     tools += [f"{f.stem}.*" for d in args.plugin_dir for f in sorted(Path(d).glob("*.py"))]
     extra = AGENTS.format(plugins=", ".join(json.dumps(d) for d in dirs),
                           tools=json.dumps(tools))

@@ -653,6 +653,24 @@ class Journal:
         self.outbox_rows = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
         return {"inbox": len(old), "seen": seen}
 
+    async def shift_times(self, delta: float) -> dict[str, int]:
+        """The wall clock jumped by ``delta`` s (a Pi without RTC, NTP stepping it): move
+        every pending deadline with it so that the intervals hold. Otherwise a jump forward
+        expires every queued reply at once, and a jump back makes a retry wait a day."""
+        return await self._call(self._shift_times, float(delta))
+
+    def _shift_times(self, conn: sqlite3.Connection, delta: float) -> dict[str, int]:
+        return {
+            "outbox": conn.execute("UPDATE outbox SET expires_at = expires_at + ?, "
+                                   "created_at = created_at + ?", (delta, delta)).rowcount,
+            "retries": conn.execute(
+                "UPDATE inbox SET not_before = not_before + ? WHERE state = 'received' "
+                "AND not_before > 0", (delta,)).rowcount,
+            "seen": conn.execute("UPDATE seen SET expires = expires + ?", (delta,)).rowcount,
+            "scheduled": conn.execute("UPDATE scheduled SET due = due + ?",
+                                      (delta,)).rowcount,
+        }
+
     async def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         """Read-only helper for the CLI, tests and status."""
         return await self._call(_query, sql, params)

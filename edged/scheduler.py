@@ -53,6 +53,7 @@ class Scheduler:
         self._jobs: dict[str, _Entry] = {}
         self._listeners: list[Callable[[float], None]] = []
         self.jumps: list[float] = []
+        self._offset: float | None = wall() - mono()
 
     def every(self, name: str, seconds: float, fn: Job, *, first_in: float | None = None
               ) -> Callable[[], None]:
@@ -96,16 +97,25 @@ class Scheduler:
         """Start the scheduler and watch the clock until cancelled."""
         self._aps.start()
         try:
-            offset = self._wall() - self._mono()
             while True:
                 await asyncio.sleep(self.watch_s)
-                now_offset = self._wall() - self._mono()
-                jump = now_offset - offset
-                offset = now_offset
-                if abs(jump) >= self.jump_s:
-                    self._jumped(jump)
+                self.poll_jump()
         finally:
             self._aps.shutdown(wait=False)
+
+    def poll_jump(self) -> float:
+        """Compare the clocks now (cheap; also called before deadline-sensitive work):
+        returns the jump in seconds, 0.0 when there was none."""
+        offset = self._wall() - self._mono()
+        if self._offset is None:
+            self._offset = offset
+            return 0.0
+        jump = offset - self._offset
+        if abs(jump) < self.jump_s:
+            return 0.0  # drift and NTP slewing accumulate in the offset until they count
+        self._offset = offset
+        self._jumped(jump)
+        return jump
 
     def _jumped(self, jump: float) -> None:
         self.jumps.append(jump)
@@ -117,7 +127,8 @@ class Scheduler:
             if job is not None:
                 left = max(0.0, e.due_mono - mono)
                 job.modify(next_run_time=self._now() + dt.timedelta(seconds=left))
-        self._aps.wakeup()
+        if self._aps.running:
+            self._aps.wakeup()
         for fn in list(self._listeners):
             fn(jump)
 

@@ -102,7 +102,9 @@ class Daemon:
         self.memory: Memory | None = None
         self.consolidator: Consolidator | None = None
         self.memory_status: dict[str, Any] = {}
-        self.scheduler = Scheduler()
+        self.scheduler = Scheduler(wall=clock)
+        self.scheduler.on_jump(self._clock_jumped)
+        self._shifting: asyncio.Future[None] | None = None
         self._reload_lock = asyncio.Lock()
         self._timer_wake = asyncio.Event()
         self.ready = asyncio.Event()
@@ -241,11 +243,29 @@ class Daemon:
                 stage.memory = memory if stage.cfg.memory else None
         self.scheduler.every("memory-consolidate", mcfg.consolidate_every_s,
                              self.consolidate_memory)
-        self.scheduler.on_jump(lambda _jump: self._timer_wake.set())
         self.memory_status = await memory.stats()
         log.info("memory: %s (%d memories, %d turns, embedder %s)", self.cfg.memory_path,
                  self.memory_status["memories"], self.memory_status["turns"],
                  memory.embedder_id)
+
+    def _clock_jumped(self, delta: float) -> None:
+        """Keep the journal's pending deadlines (outbox TTLs, retries, timers) in step."""
+        async def shift() -> None:
+            moved = await self.journal.shift_times(delta)
+            log.warning("clock jump: moved pending deadlines by %+.0f s: %s", delta, moved)
+            self._timer_wake.set()
+            self._work.set()
+            await self.emit("clock_jump", {"delta_s": round(delta, 3), "moved": moved})
+
+        self._shifting = asyncio.ensure_future(shift())
+
+    async def _clock_settled(self) -> None:
+        """Before acting on deadlines (outbox expiry): notice a jump now, not at the next
+        watch tick, and let its shift land first."""
+        self.scheduler.poll_jump()
+        if self._shifting is not None:
+            await asyncio.shield(self._shifting)
+            self._shifting = None
 
     async def consolidate_memory(self) -> dict[str, Any] | None:
         """The scheduled job (also ``edged memory consolidate``): deferred on battery,
@@ -282,7 +302,8 @@ class Daemon:
             index = CentroidIndex(self._embed)
             tools = self.runner.visible(acfg.tools or None)
             await index.build({t.name: [t.description] + [u for u, _ in t.example_pairs()]
-                               for t in tools}, leads={t.name: tool_leads(t) for t in tools})
+                               for t in tools}, leads={t.name: tool_leads(t) for t in tools},
+                              negatives={t.name: t.not_examples for t in tools})
             stages[name] = ToolAgent(
                 name, acfg, runner=self.runner, index=index, pool=self.pool,
                 model=acfg.model or None,
@@ -670,6 +691,7 @@ class Daemon:
             if not bus.connected.is_set():
                 await bus.connected.wait()
             self._outbox_wake.clear()
+            await self._clock_settled()
             room = window - len(inflight)
             rows = await self.journal.outbox_fetch(room, list(inflight)) if room > 0 else []
             for r in rows:

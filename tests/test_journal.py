@@ -490,6 +490,29 @@ async def test_outbox_ttl_drops_expired_rows(open_journal: OpenJournal, clock: C
     assert j.outbox_rows == 0 == await real_outbox_count(j)
 
 
+async def test_clock_jump_shift_keeps_pending_deadlines(open_journal: OpenJournal,
+                                                       clock: Clock) -> None:
+    """A Pi without RTC: NTP steps the clock a day forward. Shifted by the jump, queued
+    replies keep their TTL, a retry keeps its back-off and a timer its delay."""
+    j = await open_journal(outbox_ttl_s=60)
+    await j.enqueue([out(topic="queued")])
+    rid = await accept_one(j, "k1")
+    [row] = await j.claim(1)
+    await j.retry_later(row.id, "boom", 30)
+    await j.schedule("t1", clock() + 600, "edged/out/t", b"due")
+    clock.advance(86400)
+    assert await j.shift_times(86400) == {"outbox": 1, "retries": 1, "seen": 1,
+                                          "scheduled": 1}
+    assert [r.topic for r in await j.outbox_fetch(10)] == ["queued"]  # not expired
+    assert await j.claim(1) == []  # still backing off
+    clock.advance(31)
+    [again] = await j.claim(1)
+    assert again.id == rid
+    assert (await j.release_due())[0] == 0  # the timer is 10 minutes away, not overdue
+    clock.advance(600)
+    assert (await j.release_due())[0] == 1
+
+
 async def test_outbox_bound_sheds_lowest_priority_oldest(open_journal: OpenJournal) -> None:
     j = await open_journal(outbox_max_rows=3)
 

@@ -554,14 +554,49 @@ async def test_clock_jumps_neither_burst_nor_stall_consolidation(broker, make_co
         for shift, word in (("+1d", "forward"), ("+0", "back")):
             before = len(p.wait_count(0, 1, is_run))
             t_jump = time.monotonic()
-            offset.write_text(f"{shift}\n")
+            tmp = offset.with_suffix(".new")  # atomically: the daemon reads it on every call
+            tmp.write_text(f"{shift}\n")
+            tmp.replace(offset)
             # paho stamps each message with the monotonic clock on arrival
             runs = [m.timestamp for m in p.wait_count(before + 3, 30, is_run)[before:]]
             gaps = [b - a for a, b in zip(runs, runs[1:], strict=False)]
             # no burst: runs stay about an interval apart; no stall: three came in time
             assert all(g > 1.0 for g in gaps), (shift, gaps)
             assert runs[0] - t_jump < 8.0, (shift, runs[0] - t_jump)
-            r = await _ask(p, "hall", f"turn on the kitchen light ({word})")
+            try:
+                r = await _ask(p, "hall", f"turn on the kitchen light ({word})")
+            except TimeoutError:
+                raise AssertionError(f"no reply after the jump; daemon log:\n"
+                                     f"{proc.tail(80)}") from None
             assert r["tool_calls"][0]["tool"] == "home.set_light"
             wait_for(lambda w=word: f"wall clock jumped {w} by 86400 s" in proc.tail(400),
                      10, f"the {word} jump in the log")
+
+
+async def test_scheduler_poll_jump_reschedules_on_the_monotonic_clock():
+    """In-process check of the jump arithmetic (the wall clock injected here; the test above
+    makes a real process-wide jump with libfaketime)."""
+    import datetime as dt
+
+    from edged.scheduler import Scheduler
+
+    wall, mono = [1_000_000.0], [50.0]
+    s = Scheduler(wall=lambda: wall[0], mono=lambda: mono[0], jump_s=30)
+    heard: list[float] = []
+    s.on_jump(heard.append)
+
+    async def job() -> None:
+        return None
+
+    s.every("j", 100, job, first_in=40)
+    wall[0] += 10
+    mono[0] += 10
+    assert s.poll_jump() == 0.0  # both clocks moved together: no jump
+    wall[0] += 86400  # NTP steps the wall clock a day forward
+    assert s.poll_jump() == 86400.0 and heard == [86400.0]
+    nxt = s._aps.get_job("j").next_run_time
+    assert nxt == dt.datetime.fromtimestamp(wall[0] + 30, dt.UTC)  # 30 s were left
+    wall[0] -= 2 * 86400  # and two days back
+    assert s.poll_jump() == -2 * 86400.0
+    assert s._aps.get_job("j").next_run_time == dt.datetime.fromtimestamp(wall[0] + 30, dt.UTC)
+    assert s.describe()[0]["next_in_s"] == 30.0

@@ -90,17 +90,20 @@ class CentroidIndex:
     """name -> centroid of the embeddings of its texts (description + examples)."""
 
     def __init__(self, embed: EmbedFn, *, threshold: float = 0.28, margin: float = 0.06,
-                 lead_bonus: float = 0.15) -> None:
+                 lead_bonus: float = 0.15, not_penalty: float = 0.15) -> None:
         self.embed = embed
         self.threshold = threshold
         self.margin = margin
         self.lead_bonus = lead_bonus
+        self.not_penalty = not_penalty
+        self.negatives: dict[str, list[list[float]]] = {}
         self.centroids: dict[str, list[float]] = {}
         self.examples: dict[str, list[tuple[list[float], str]]] = {}
         self.leads: dict[str, set[str]] = {}
 
     async def build(self, texts: dict[str, list[str]],
-                    leads: dict[str, set[str]] | None = None) -> None:
+                    leads: dict[str, set[str]] | None = None,
+                    negatives: dict[str, list[str]] | None = None) -> None:
         """``texts``: description + example utterances per name; ``leads``: the verbs that
         start a request for it (its examples' first words, its name's first part). Embeddings
         of "add eggs to my notes" and "read my notes" are close; their verbs are not."""
@@ -117,6 +120,11 @@ class CentroidIndex:
             name: _normalise([sum(col) / len(vs) for col in zip(*vs, strict=True)])
             for name, vs in by_name.items()
         }
+        neg = [(name, t) for name, ts in (negatives or {}).items() for t in ts if t.strip()]
+        self.negatives = {}
+        for (name, _), v in zip(neg, await self.embed([t for _, t in neg]) if neg else [],
+                                strict=True):
+            self.negatives.setdefault(name, []).append(_normalise(v))
 
     async def rank(self, text: str, names: Sequence[str] | None = None) -> Ranking:
         [q] = await self.embed([text])
@@ -133,6 +141,9 @@ class CentroidIndex:
             score = 0.5 * _dot(q, c) + 0.5 * near
             if lead and lead in self.leads.get(name, ()):
                 score += self.lead_bonus
+            unlike = max((_dot(q, v) for v in self.negatives.get(name, [])), default=-1.0)
+            if unlike > near:  # it sounds like what this tool is NOT for
+                score -= self.not_penalty + (unlike - near)
             scores.append(Choice(name, round(score, 4)))
         scores.sort(key=lambda c: -c.score)
         return Ranking(scores, self.threshold, self.margin)

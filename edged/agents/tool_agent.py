@@ -431,7 +431,8 @@ def _changes_state(tool: Tool) -> bool:
            for r in req if r in props):
         return True
     return tool.short_name.split("_")[0] in {"set", "add", "turn", "lock", "unlock", "delete",
-                                             "remove", "start", "stop", "cancel", "create"}
+                                             "remove", "start", "stop", "cancel", "create",
+                                             "remember", "forget"}
 
 
 def _small_talk(text: str) -> str | None:

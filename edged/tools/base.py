@@ -72,6 +72,9 @@ class Tool:
     is_async: bool
     timeout_s: float | None = None
     examples: list[Any] = field(default_factory=list)  # utterances or (utterance, args)
+    # requests that sound alike but belong to another tool ("remind me to ..." is a note,
+    # not a memory): a request nearer to these than to the examples is held against it
+    not_examples: list[str] = field(default_factory=list)
     aliases: dict[str, dict[str, str]] = field(default_factory=dict)  # arg -> {alias: value}
     param_docs: dict[str, str] = field(default_factory=dict)
     plugin: str = ""
@@ -152,7 +155,7 @@ def _schema(args_type: type, param_docs: dict[str, str]) -> dict[str, Any]:
 def make_tool(func: Callable[..., Any], *, name: str | None = None,
               timeout_s: float | None = None, examples: list[Any] | None = None,
               aliases: dict[str, dict[str, str]] | None = None,
-              plugin: str = "") -> Tool:
+              not_examples: list[str] | None = None, plugin: str = "") -> Tool:
     sig = inspect.signature(func)
     hints = typing.get_type_hints(func, include_extras=True)
     fields: list[Any] = []
@@ -179,6 +182,7 @@ def make_tool(func: Callable[..., Any], *, name: str | None = None,
         parameters=_schema(args_type, param_docs), args_type=args_type,
         is_async=asyncio.iscoroutinefunction(func), timeout_s=timeout_s,
         examples=list(examples or []), aliases=dict(aliases or {}), param_docs=param_docs,
+        not_examples=[str(x) for x in (not_examples or [])],
         plugin=plugin, context_param=context_param,
     )
 
@@ -188,7 +192,8 @@ def tool(func: Callable[..., Any]) -> Callable[..., Any]: ...
 @overload
 def tool(*, name: str | None = None, timeout_s: float | None = None,
          examples: list[Any] | None = None,
-         aliases: dict[str, dict[str, str]] | None = None
+         aliases: dict[str, dict[str, str]] | None = None,
+         not_examples: list[str] | None = None,
          ) -> Callable[[Callable[..., Any]], Callable[..., Any]]: ...
 
 
@@ -197,7 +202,8 @@ def tool(func: Callable[..., Any] | None = None, **options: Any) -> Any:
 
     The function stays callable as before; the loader finds it by the attribute this sets.
     ``examples`` are utterances, or ``(utterance, {arguments})`` pairs; ``aliases`` map an
-    argument's spoken words to its values, e.g. ``{"room": {"lounge": "living room"}}``.
+    argument's spoken words to its values, e.g. ``{"room": {"lounge": "living room"}}``;
+    ``not_examples`` are requests that sound alike but are for another tool.
     """
     def mark(f: Callable[..., Any]) -> Callable[..., Any]:
         setattr(f, TOOL_ATTR, options)

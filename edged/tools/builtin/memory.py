@@ -21,14 +21,15 @@ def _memory(ctx: ToolContext):  # noqa: ANN202 - edged.memory.MemoryAccess
 @tool(examples=[
     ("remember that I like the bedroom at 19 degrees",
      {"text": "I like the bedroom at 19 degrees"}),
-    ("please remember my daughter is called Emma", {"text": "my daughter is called Emma"}),
-    ("don't forget that the spare key is under the mat",
-     {"text": "the spare key is under the mat"}),
-    ("keep in mind that we're away next week", {"text": "we're away next week"}),
-])
+    ("remember that my daughter is called Emma", {"text": "my daughter is called Emma"}),
+    ("keep in mind that I'm allergic to cats", {"text": "I'm allergic to cats"}),
+    ("remember I prefer the lights dim in the evening",
+     {"text": "I prefer the lights dim in the evening"}),
+], not_examples=["remember to buy milk", "remind me to take the bins out",
+                 "what's the temperature in the kitchen"])
 async def remember(text: str, ctx: ToolContext,
                    kind: Literal["fact", "preference", "decision"] | None = None) -> dict:
-    """Remember something about the user or the home for later.
+    """Remember a fact or a preference about the user or the home (not a task).
 
     Args:
         text: what to remember, in the user's words
@@ -46,10 +47,11 @@ async def remember(text: str, ctx: ToolContext,
     ("what do you remember about me", {"query": "about me"}),
     ("what do you know about the bedroom", {"query": "the bedroom"}),
     ("do you remember what my daughter is called", {"query": "what my daughter is called"}),
-    ("what did I tell you about the spare key", {"query": "the spare key"}),
-])
+    ("what do you remember about my allergies", {"query": "my allergies"}),
+], not_examples=["read my notes", "what's on my list", "what have I noted down",
+                 "remind me to call the dentist"])
 async def search(query: str, ctx: ToolContext) -> list[str]:
-    """Look up what I remember about something.
+    """Recall what you told me about yourself or the home.
 
     Args:
         query: what to look for
