@@ -345,7 +345,7 @@ threads = 1
 [agents.house]
 model = "small"
 description = "Controls lights and heating, and remembers things."
-tools = ["home.*", "memory.*"]
+tools = ["home.*", "memory.*", "timers.*"]
 
 [router]
 default_agent = "house"
@@ -390,6 +390,11 @@ async def test_agent_remembers_recalls_follows_up_and_forgets(broker, make_confi
         r = await _ask(p, "panel", "what do you know about the bedroom")
         assert _calls(r)[0][0] == "memory.search"
         assert r["tool_calls"][0]["result"] == ["I like the bedroom at 21 degrees"]
+        r = await _ask(p, "panel", "I'm allergic to cats")  # the whole statement is kept
+        assert r["tool_calls"][0]["result"] == {"remembered": "I'm allergic to cats"}
+        r = await _ask(p, "panel", "what do you remember about me")
+        assert set(r["tool_calls"][0]["result"]) == {"I like the bedroom at 21 degrees",
+                                                      "I'm allergic to cats"}
         # follow-ups: "it" is the last call's subject, "too" repeats it elsewhere
         r = await _ask(p, "panel", "turn on the kitchen light")
         assert _calls(r) == [("home.set_light", {"room": "kitchen", "on": True})]
@@ -399,9 +404,12 @@ async def test_agent_remembers_recalls_follows_up_and_forgets(broker, make_confi
         r = await _ask(p, "panel", "and the bedroom too")
         assert _calls(r) == [("home.set_light", {"room": "bedroom", "on": True,
                                                  "brightness": 40})]
+        r = await _ask(p, "panel", "turn it off")
+        assert _calls(r) == [("home.set_light", {"room": "bedroom", "on": False,
+                                                 "brightness": 40})]
         # every exchange is a pair of turns of the device's session
         turns = await d.memory.recent("panel")
-        assert turns[-2].text == "and the bedroom too" and turns[-1].role == "assistant"
+        assert turns[-2].text == "turn it off" and turns[-1].role == "assistant"
         assert turns[-1].tools[0]["tool"] == "home.set_light"
 
         # the CLI sees the same database (the daemon keeps running: SQLite WAL)
@@ -416,7 +424,7 @@ async def test_agent_remembers_recalls_follows_up_and_forgets(broker, make_confi
         assert found[0]["text"] == "I like the bedroom at 21 degrees"
         assert await asyncio.to_thread(
             cli.main, ["memory", "forget", "--device", "panel", "-c", str(cfg_path)]) == 0
-        assert "1 memories, 1 vectors" in capsys.readouterr().out
+        assert "2 memories, 2 vectors" in capsys.readouterr().out
         s = MemoryStore(cfg.memory_path)
         s.open()
         try:
@@ -440,7 +448,7 @@ async def test_consolidation_is_scheduled_and_deferred_by_the_governor(broker, m
 
     sensors = Sensors()
     # without the memory tools: what the user says is left to consolidation
-    agent = MEMORY_AGENT.replace('"home.*", "memory.*"', '"home.*"')
+    agent = MEMORY_AGENT.replace('"home.*", "memory.*", "timers.*"', '"home.*"')
     cfg = config.load(make_config(extra=agent + "\n[memory]\nconsolidate_every_s = 1\n"))
     d = Daemon(cfg, sensors=sensors)
     task = asyncio.create_task(d.run())

@@ -66,6 +66,7 @@ RECALL_FILL_MIN_SIMILARITY = 0.45
 _FOLLOWUP = re.compile(r"\b(it|them|that|those|there|the same|same|again|too|also|as well)\b",
                        re.I)
 _ADDS_TO_LAST = re.compile(r"\b(too|also|as well|the same|same for)\b", re.I)
+_REFERS_BACK = re.compile(r"\b(it|them|that one|those)\b", re.I)
 _PREFERENCE_CUE = re.compile(r"\b(usual|usually|like|prefer|favou?rite|always)\b", re.I)
 
 
@@ -124,9 +125,13 @@ class ToolAgent:
         if talk and (not plan or plan[0][3].choices[0].score < 0.5):
             return self._reply(request, talk, [], 1.0)
         notes: list[str] = []
-        if not plan or plan[0][3].choices[0].score < SPLIT_MIN_SCORE:
-            # "and the bedroom too": the last call again, unless a tool clearly fits alone
-            plan = await self._followup_plan(text, request) or plan
+        follow = await self._followup_plan(text, request)
+        if follow and (not plan or plan[0][3].choices[0].score < SPLIT_MIN_SCORE or (
+                _REFERS_BACK.search(text) and follow[0][1].name in
+                [c.name for c in plan[0][3].choices[:3]])):
+            # "and the bedroom too", "set it to 40 percent": the last call again with what
+            # this request changes, unless another tool clearly fits on its own
+            plan = follow
         if not plan:
             ranking = await self.index.rank(text, list(self.tools))
             local = self._reply(request, self._no_tool(text, ranking), [], ranking.confidence)
@@ -221,9 +226,11 @@ class ToolAgent:
 
     async def _followup_plan(self, text: str, request: Request
                              ) -> list[tuple[str, Tool, dict[str, Any] | None, Ranking]]:
-        """No tool fits on its own, but the request adds to the last one ("and the bedroom
-        too"): the last call again, with what this request changes."""
-        if self.memory is None or not _ADDS_TO_LAST.search(text) or slots.is_question(text):
+        """The request adds to the last call ("and the bedroom too") or refers back to its
+        subject ("set it to 40 percent"): the last call again, with what this request
+        changes (nothing when it changes nothing of that tool)."""
+        if self.memory is None or slots.is_question(text) or not (
+                _ADDS_TO_LAST.search(text) or _REFERS_BACK.search(text)):
             return []
         last = await self._last_call(request)
         if last is None:

@@ -31,6 +31,13 @@ class MemoryAccess:
                      kinds: Any = None) -> list[MemoryRow]:
         return await self.memory.recall(query, scope, k=k, kinds=kinds)
 
+    async def important(self, scope: str, k: int | None = None) -> list[MemoryRow]:
+        """A scope's facts, preferences and decisions, most important first."""
+        k = k or self.memory.cfg.recall_k
+        rows = await self.memory.run(self.memory.store.list, scope, limit=200)
+        rows = [r for r in rows if r.kind in ("fact", "preference", "decision")]
+        return sorted(rows, key=lambda r: (-r.importance, -r.updated))[:k]
+
 
 __all__ = ["KINDS", "Consolidator", "Decision", "Memory", "MemoryAccess", "MemoryRow",
            "MemoryStore", "MemoryStoreError", "Turn", "WorkingMemory"]

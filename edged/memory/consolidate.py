@@ -79,7 +79,7 @@ can can't please really just also still very too then than there here what which
 where how i'm we're i've we've i'd we'd i'll we'll it's that's would will shall should could
 like love prefer enjoy hate dislike want need usually always never normally rather favourite
 favorite decided going plan intend let's lets from now longer anymore any more forget remember
-note keep mind actually ok okay oh well btw fyi""".split())
+note keep mind actually ok okay oh well btw fyi about know tell told""".split())
 _NUMBER_WORDS = set("""zero one two three four five six seven eight nine ten eleven twelve
 thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty
 seventy eighty ninety hundred half quarter""".split())

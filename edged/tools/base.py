@@ -42,6 +42,7 @@ class ToolContext:
     publish: Any = None  # async (topic, payload: bytes | str) -> None, through the outbox
     scheduler: Any = None
     memory: Any = None  # edged.memory.MemoryAccess: remember / search in the device's scope
+    text: str = ""  # the request's own words
 
     async def schedule(self, key: str, due: float, topic: str, payload: bytes | str) -> None:
         """Publish later (durable across restarts); keys are per plugin, same key replaces."""

@@ -100,7 +100,8 @@ class ToolRunner:
             args[tool.context_param] = ToolContext(
                 request_id=request.id, device=request.device, topic=request.topic,
                 agent=agent, state_dir=self.state_dir / "plugins" / tool.plugin,
-                publish=self.publish, scheduler=self.scheduler, memory=self.memory)
+                publish=self.publish, scheduler=self.scheduler, memory=self.memory,
+                text=request.text)
 
         async def run() -> Any:
             if tool.is_async:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from edged.memory.consolidate import clean, subject
 from edged.tools.base import ToolContext, ToolError, tool
 
 
@@ -35,6 +36,11 @@ async def remember(text: str, ctx: ToolContext,
         text: what to remember, in the user's words
         kind: fact, preference or decision (found from the words when not given)
     """
+    said = clean(ctx.text)
+    if text.strip() and text.strip().lower() in said.lower():
+        # the agent cut the text out of the request: keep the user's whole statement ("I'm
+        # allergic to cats", not "allergic to cats"), minus "remember that"
+        text = said
     d = await _memory(ctx).remember(ctx.device, text, kind, ctx.request_id)
     if d is None:
         return {"remembered": False, "why": "nothing to remember"}
@@ -56,5 +62,9 @@ async def search(query: str, ctx: ToolContext) -> list[str]:
     Args:
         query: what to look for
     """
-    rows = await _memory(ctx).search(ctx.device, query)
+    mem = _memory(ctx)
+    if not subject(query):  # "what do you remember about me": everything, best first
+        rows = await mem.important(ctx.device)
+    else:
+        rows = await mem.search(ctx.device, query)
     return [r.text for r in rows]
