@@ -7,7 +7,7 @@ Runs offline on the gateway (scheduled, see :mod:`edged.scheduler`), one session
    cue rules first ("I like", "my ... is", "we decided"), then by MiniLM nearest-centroid
    over labelled statements. The generative model is asked too (under a JSON-schema enum, so
    its answer is always valid JSON: mem0 #3391 does not happen) but only when it passed a
-   small probe of labelled statements at the first run: a 135M model does not (3/15 on our
+   small probe of labelled statements at the first run: a 135M model does not (4/8 on the
    probe set), so on the bundled model the embeddings decide. That check is in the report.
 2. **Decide** ADD / UPDATE / DELETE / NOOP against the scope's similar memories: the same
    statement again is a NOOP (one memory, one more source); a close statement about the same
