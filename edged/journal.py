@@ -92,6 +92,23 @@ CREATE TABLE IF NOT EXISTS scheduled(
   created_at REAL NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS scheduled_due ON scheduled(due);
+CREATE TABLE IF NOT EXISTS escalations(
+  id INTEGER PRIMARY KEY,
+  request_id TEXT NOT NULL,
+  agent TEXT NOT NULL,
+  device TEXT NOT NULL,
+  reply_topic TEXT NOT NULL,
+  props BLOB,
+  body BLOB NOT NULL,               -- JSON: the redacted messages and what the reply needs
+  priority INTEGER NOT NULL DEFAULT 5,
+  created REAL NOT NULL,
+  expires REAL NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  UNIQUE(request_id, agent)
+);
+CREATE TABLE IF NOT EXISTS cloud_usage(
+  day TEXT PRIMARY KEY, requests INTEGER NOT NULL, tokens INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS steps(
   inbox_id INTEGER NOT NULL,
   key TEXT NOT NULL,
@@ -164,6 +181,23 @@ class OutRow:
     props: bytes | None = None  # msgpack: correlation data etc.
     qos: int = 1
     retain: bool = False
+
+
+@dataclass(slots=True)
+class Escalation:
+    """A cloud escalation waiting for connectivity (see :mod:`edged.escalation`)."""
+
+    request_id: str
+    agent: str
+    device: str
+    reply_topic: str
+    props: bytes | None
+    body: bytes
+    priority: int
+    created: float
+    expires: float
+    attempts: int = 0
+    id: int = 0
 
 
 @dataclass(slots=True)
@@ -653,6 +687,86 @@ class Journal:
         self.outbox_rows = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
         return {"inbox": len(old), "seen": seen}
 
+    # -- cloud escalations waiting for connectivity, and the daily budget -------------------
+
+    async def escalation_add(self, row: Escalation) -> int | None:
+        """Queue an escalation; None when this request's escalation is queued already (a
+        retried request queues nothing twice)."""
+        return await self._call(self._escalation_add, row)
+
+    def _escalation_add(self, conn: sqlite3.Connection, e: Escalation) -> int | None:
+        cur = conn.execute(
+            "INSERT OR IGNORE INTO escalations(request_id, agent, device, reply_topic, props, "
+            "body, priority, created, expires) VALUES (?,?,?,?,?,?,?,?,?)",
+            (e.request_id, e.agent, e.device, e.reply_topic, e.props, e.body, e.priority,
+             e.created, e.expires))
+        return cur.lastrowid if cur.rowcount else None
+
+    async def escalations(self, limit: int = 20) -> list[Escalation]:
+        """Queued escalations, oldest first (expired ones are not returned)."""
+        return await self._call(self._escalations, limit)
+
+    def _escalations(self, conn: sqlite3.Connection, limit: int) -> list[Escalation]:
+        rows = conn.execute(
+            "SELECT id, request_id, agent, device, reply_topic, props, body, priority, "
+            "created, expires, attempts FROM escalations WHERE expires >= ? ORDER BY id "
+            "LIMIT ?", (self.clock(), limit)).fetchall()
+        return [Escalation(*r[1:10], attempts=r[10], id=r[0]) for r in rows]
+
+    async def escalation_done(self, esc_id: int, rows: Sequence[OutRow]) -> bool:
+        """Remove a queued escalation and queue its follow-up reply, atomically: a
+        follow-up goes out once. False when it was gone already."""
+        return await self._call(self._escalation_done, esc_id, list(rows))
+
+    def _escalation_done(self, conn: sqlite3.Connection, esc_id: int,
+                         rows: list[OutRow]) -> bool:
+        if conn.execute("DELETE FROM escalations WHERE id = ?", (esc_id,)).rowcount == 0:
+            return False
+        self._enqueue(conn, rows, None, self.clock())
+        return True
+
+    async def escalation_failed(self, esc_id: int, max_attempts: int) -> bool:
+        """Count a failed attempt; True when it was dropped for having too many."""
+        return await self._call(self._escalation_failed, esc_id, max_attempts)
+
+    def _escalation_failed(self, conn: sqlite3.Connection, esc_id: int,
+                           max_attempts: int) -> bool:
+        conn.execute("UPDATE escalations SET attempts = attempts + 1 WHERE id = ?", (esc_id,))
+        return conn.execute("DELETE FROM escalations WHERE id = ? AND attempts >= ?",
+                            (esc_id, max_attempts)).rowcount > 0
+
+    async def escalations_expire(self) -> list[tuple[str, str]]:
+        """Drop expired escalations; returns their (request id, device)."""
+        return await self._call(self._escalations_expire)
+
+    def _escalations_expire(self, conn: sqlite3.Connection) -> list[tuple[str, str]]:
+        return [tuple(r) for r in conn.execute(  # type: ignore[misc]
+            "DELETE FROM escalations WHERE expires < ? RETURNING request_id, device",
+            (self.clock(),))]
+
+    async def escalation_count(self) -> int:
+        rows = await self._call(_query, "SELECT count(*) FROM escalations", ())
+        return int(rows[0][0])
+
+    async def cloud_usage(self, day: str) -> tuple[int, int]:
+        rows = await self._call(_query, "SELECT requests, tokens FROM cloud_usage "
+                                "WHERE day = ?", (day,))
+        return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
+
+    async def cloud_spend(self, day: str, requests: int, tokens: int) -> tuple[int, int]:
+        """Add to a day's usage; returns the new totals."""
+        return await self._call(self._cloud_spend, day, requests, tokens)
+
+    def _cloud_spend(self, conn: sqlite3.Connection, day: str, requests: int,
+                     tokens: int) -> tuple[int, int]:
+        conn.execute("INSERT INTO cloud_usage VALUES (?,?,?) ON CONFLICT(day) DO UPDATE SET "
+                     "requests = requests + excluded.requests, "
+                     "tokens = tokens + excluded.tokens", (day, requests, tokens))
+        conn.execute("DELETE FROM cloud_usage WHERE day < date(?, '-60 days')", (day,))
+        r = conn.execute("SELECT requests, tokens FROM cloud_usage WHERE day = ?",
+                         (day,)).fetchone()
+        return int(r[0]), int(r[1])
+
     async def shift_times(self, delta: float) -> dict[str, int]:
         """The wall clock jumped by ``delta`` s (a Pi without RTC, NTP stepping it): move
         every pending deadline with it so that the intervals hold. Otherwise a jump forward
@@ -669,6 +783,9 @@ class Journal:
             "seen": conn.execute("UPDATE seen SET expires = expires + ?", (delta,)).rowcount,
             "scheduled": conn.execute("UPDATE scheduled SET due = due + ?",
                                       (delta,)).rowcount,
+            "escalations": conn.execute(
+                "UPDATE escalations SET created = created + ?, expires = expires + ?",
+                (delta, delta)).rowcount,
         }
 
     async def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:

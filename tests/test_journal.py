@@ -502,7 +502,7 @@ async def test_clock_jump_shift_keeps_pending_deadlines(open_journal: OpenJourna
     await j.schedule("t1", clock() + 600, "edged/out/t", b"due")
     clock.advance(86400)
     assert await j.shift_times(86400) == {"outbox": 1, "retries": 1, "seen": 1,
-                                          "scheduled": 1}
+                                          "scheduled": 1, "escalations": 0}
     assert [r.topic for r in await j.outbox_fetch(10)] == ["queued"]  # not expired
     assert await j.claim(1) == []  # still backing off
     clock.advance(31)

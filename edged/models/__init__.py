@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 from ..config import ModelConfig
-from .base import Backend, Generation, GenerationRequest, ModelError, NotSupported
+from .base import Backend, Generation, GenerationRequest, ModelError, NotSupported, Unreachable
 from .bundled import resolve
 
 _BACKENDS = {
@@ -24,4 +24,4 @@ def create_backend(alias: str, cfg: ModelConfig) -> Backend:
 
 
 __all__ = ["Backend", "Generation", "GenerationRequest", "ModelError", "NotSupported",
-           "create_backend", "resolve"]
+           "Unreachable", "create_backend", "resolve"]

@@ -26,6 +26,17 @@ class NotSupported(ModelError):
     pass
 
 
+class Unreachable(ModelError):
+    """A remote model could not be reached (connection, timeout, 5xx or 429 after retries):
+    the caller may treat the server as offline, unlike a rejected request."""
+
+    status: int | None = None
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 @dataclass(slots=True)
 class GenerationRequest:
     """What to generate. Exactly one of ``messages`` (chat, with the model's template) or
@@ -42,6 +53,9 @@ class GenerationRequest:
     # (GBNF for llama_cpp, Lark for onnx_genai); at most one of the two.
     json_schema: dict[str, Any] | None = None
     grammar: str | None = None
+    # OpenAI tool calling (remote backends): tool specs and an optional tool_choice
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
 
     def __post_init__(self) -> None:
         if (self.messages is None) == (self.prompt is None):
@@ -58,6 +72,7 @@ class Generation:
     finish_reason: str  # stop | length | error
     seconds: float
     model: str = ""
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)  # [{id, name, arguments}]
 
     @property
     def tokens_per_s(self) -> float:

@@ -57,7 +57,7 @@ from typing import Any
 import httpx
 
 from ..config import ConfigError, ModelConfig, Secret, read_secret
-from .base import Backend, Generation, GenerationRequest, ModelError, TokenCallback
+from .base import Backend, Generation, GenerationRequest, ModelError, TokenCallback, Unreachable
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,8 @@ class OpenAIBackend(Backend):
 
     def __init__(self, alias: str, cfg: ModelConfig, path: str = "", *, max_attempts: int = 3,
                  backoff_s: float = 0.5, max_backoff_s: float = 8.0,
-                 max_retry_after_s: float = 60.0) -> None:
+                 max_retry_after_s: float = 60.0, key_env: str | None = None,
+                 key_file_key: str | None = None) -> None:
         super().__init__(alias, cfg, path)
         if max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
@@ -134,6 +135,9 @@ class OpenAIBackend(Backend):
         self.max_retry_after_s = max_retry_after_s
         self._client: httpx.Client | None = None
         self._key: Secret | None = None
+        self._key_env = key_env or api_key_env(alias)
+        self._key_file_key = key_file_key or f"models.{alias}.api_key_file"
+        self._tool_calls: list[dict[str, Any]] = []
         self._model: str | None = cfg.model
         # What this server turned out to support (learnt once, kept until unload)
         self.schema_style = "json_schema"  # -> "json_object" after a rejection
@@ -151,8 +155,7 @@ class OpenAIBackend(Backend):
             raise ModelError(f"model {self.alias!r}: base_url must start with http:// or "
                              f"https://, got {_redact_url(self.base_url)!r}")
         try:
-            self._key = read_secret(f"models.{self.alias}.api_key_file", self.cfg.api_key_file,
-                                    api_key_env(self.alias))
+            self._key = read_secret(self._key_file_key, self.cfg.api_key_file, self._key_env)
         except ConfigError as e:
             raise ModelError(f"model {self.alias!r}: {e}") from None
         timeout = float(self.cfg.timeout_s)
@@ -222,10 +225,18 @@ class OpenAIBackend(Backend):
             body["seed"] = req.seed
         if req.grammar is not None:
             body["grammar"] = req.grammar  # llama.cpp servers only
+        if req.tools:
+            if not chat:
+                raise ModelError(f"model {self.alias!r}: tools need messages, not a prompt")
+            body["tools"] = req.tools
+            if req.tool_choice is not None:
+                body["tool_choice"] = req.tool_choice
+            on_token = None  # tool calls are read from the whole answer
         if on_token is not None:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
         path = "chat/completions" if chat else "completions"
+        self._tool_calls = []
 
         t0 = time.perf_counter()
         if req.json_schema is None:
@@ -256,7 +267,20 @@ class OpenAIBackend(Backend):
                 completion_tokens = chunks if on_token is not None else estimate_tokens(text)
         return Generation(text=text, prompt_tokens=prompt_tokens,
                           completion_tokens=completion_tokens, finish_reason=finish,
-                          seconds=seconds, model=self.alias)
+                          seconds=seconds, model=self.alias, tool_calls=self._tool_calls)
+
+    def probe(self, timeout_s: float = 5.0) -> None:
+        """One cheap request (``GET /models``, one attempt, a short timeout): returns when
+        the server answers at all, raises :class:`Unreachable` when it cannot be reached."""
+        client = self._require_loaded()
+        try:
+            r = client.get("models", timeout=timeout_s)
+        except httpx.RequestError as e:
+            raise Unreachable(f"model {self.alias!r}: {self._where('models')}: "
+                              f"{_transport_reason(e, timeout_s)}") from None
+        if r.status_code >= 500:
+            raise Unreachable(f"model {self.alias!r}: {self._where('models')} answered HTTP "
+                              f"{r.status_code}", status=r.status_code)
 
     def _complete_with_schema(self, path: str, body: dict[str, Any], chat: bool,
                               on_token: TokenCallback | None, schema: dict[str, Any]
@@ -292,7 +316,9 @@ class OpenAIBackend(Backend):
                 data = self._request("POST", path, body)
                 choice = self._first_choice(path, data)
                 if chat:
-                    text = (choice.get("message") or {}).get("content") or ""
+                    message = choice.get("message") or {}
+                    text = message.get("content") or ""
+                    self._tool_calls = _tool_calls(message.get("tool_calls"))
                 else:
                     text = choice.get("text") or ""
                 return text, _finish(choice.get("finish_reason")), data.get("usage") or {}, 0
@@ -477,7 +503,7 @@ class OpenAIBackend(Backend):
             except httpx.RequestError as e:
                 reason = _transport_reason(e, self.cfg.timeout_s)
                 if attempt == attempts:
-                    raise ModelError(
+                    raise Unreachable(
                         f"model {self.alias!r}: {self._where(path)}: {reason}"
                         f"{f' (after {attempts} attempts)' if attempts > 1 else ''}") from None
                 delay = self._delay(attempt, None) or 0.0
@@ -499,16 +525,19 @@ class OpenAIBackend(Backend):
     def _model_error(self, path: str, e: _HTTPError, attempts: int) -> ModelError:
         hint = ""
         if e.status in (401, 403) and self._key is None:
-            hint = (f" (no API key configured: set {api_key_env(self.alias)} or "
-                    f"models.{self.alias}.api_key_file)")
+            hint = (f" (no API key configured: set {self._key_env} or "
+                    f"{self._key_file_key})")
         elif e.status == 401:
-            hint = (f" (check the API key from {api_key_env(self.alias)} or "
-                    f"models.{self.alias}.api_key_file)")
+            hint = (f" (check the API key from {self._key_env} or {self._key_file_key})")
         elif e.status == 429 and e.retry_after is not None:
             hint = f" (rate limited; the server asks to retry after {e.retry_after:g}s)"
         tries = f" after {attempts} attempts" if attempts > 1 else ""
-        return ModelError(f"model {self.alias!r}: {self._where(path)} answered HTTP {e.status}"
-                          f"{tries}: {self._scrub(_clip(e.message, 500))}{hint}")
+        cls = Unreachable if e.status >= 500 or e.status == 429 else ModelError
+        err = cls(f"model {self.alias!r}: {self._where(path)} answered HTTP {e.status}"
+                  f"{tries}: {self._scrub(_clip(e.message, 500))}{hint}")
+        if isinstance(err, Unreachable):
+            err.status = e.status
+        return err
 
     def _where(self, path: str) -> str:
         if path.startswith(("http://", "https://")):
@@ -598,6 +627,19 @@ def _transport_reason(e: httpx.RequestError, timeout_s: float) -> str:
     if isinstance(e, httpx.ConnectError):
         return f"cannot connect (server unreachable: {e})"
     return f"connection failed ({type(e).__name__}: {e})"
+
+
+def _tool_calls(raw: Any) -> list[dict[str, Any]]:
+    """OpenAI ``message.tool_calls`` as [{"id", "name", "arguments": str}]."""
+    out: list[dict[str, Any]] = []
+    for i, call in enumerate(raw if isinstance(raw, list) else []):
+        fn = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            continue
+        args = fn.get("arguments")
+        out.append({"id": str(call.get("id") or f"call_{i}"), "name": fn["name"],
+                    "arguments": args if isinstance(args, str) else json.dumps(args or {})})
+    return out
 
 
 def _finish(reason: Any) -> str:
