@@ -191,13 +191,19 @@ class CloudConfig(_Section):
     enabled: bool = False
     base_url: str = ""
     model: str = ""
-    api_key_file: str | None = None
+    api_key_file: str | None = None  # or $EDGED_CLOUD_API_KEY / $EDGED_CLOUD_API_KEY_FILE
     escalate_below: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.4
     offline: Literal["queue", "local"] = "queue"
-    redact_fields: list[str] = []
+    queue_ttl_s: PosInt = 86400  # a queued escalation older than this is dropped
+    redact_fields: list[str] = []  # envelope data fields (dotted paths) never sent
+    redact_patterns: bool = True  # e-mails, phone numbers, cards, IBANs, IPs, secrets
+    tools: bool = True  # the cloud may call the agent's tools (under the ACL)
     daily_requests: NonNegInt = 200
     daily_tokens: NonNegInt = 200_000
+    max_tokens: PosInt = 512  # per cloud answer
     timeout_s: PosFloat = 30.0
+    retry_min_s: PosFloat = 5.0  # probe back-off while offline with escalations queued
+    retry_max_s: PosFloat = 300.0
 
 
 class ACLRule(_Section):
@@ -504,6 +510,11 @@ def _validate(cfg: Config, source: str) -> Config:
                         f"({_names(cfg.models)}), got {mem.embedder!r}")
     if cfg.cloud.enabled and not (cfg.cloud.base_url and cfg.cloud.model):
         problems.append("cloud: base_url and model are required when enabled = true")
+    if cfg.cloud.base_url and not re.match(r"^https?://", cfg.cloud.base_url):
+        problems.append(f"cloud.base_url: expected http:// or https://, got "
+                        f"{cfg.cloud.base_url!r}")
+    if cfg.cloud.retry_max_s < cfg.cloud.retry_min_s:
+        problems.append("cloud.retry_max_s: expected >= cloud.retry_min_s")
     if problems:
         raise ConfigError("\n".join(f"{source}: {p}" for p in problems))
     return cfg

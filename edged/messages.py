@@ -46,6 +46,7 @@ class Request(msgspec.Struct, kw_only=True):
     correlation: bytes | None = None
     priority: int = 5
     attempt: int = 1
+    route_confidence: float | None = None  # the router's, when it classified the request
 
 
 class ToolCall(msgspec.Struct, kw_only=True):
@@ -63,6 +64,7 @@ class Reply(msgspec.Struct, kw_only=True):
     model: str | None = None
     latency_ms: float = 0.0
     confidence: float | None = None
+    followup: bool = False  # a second reply: the cloud's answer after it was unreachable
 
 
 class ErrorBody(msgspec.Struct):

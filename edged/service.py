@@ -29,6 +29,7 @@ from .agents.tool_agent import ToolAgent
 from .bus.client import Inbound, MQTTBus, Will
 from .bus.topics import Topics
 from .config import Config, mqtt_password
+from .escalation import Escalator
 from .governor import Governor, Reader
 from .journal import (
     PRIO_DLQ,
@@ -96,6 +97,9 @@ class Daemon:
                                  default_timeout_s=cfg.plugins.tool_timeout_s, emit=self.emit,
                                  state_dir=cfg.db_path.parent, publish=self.publish,
                                  scheduler=self)
+        self.escalator: Escalator | None = Escalator(
+            cfg.cloud, self.journal, runner=self.runner, emit=self.emit,
+            wake_outbox=self._wake_sender, clock=clock) if cfg.cloud.enabled else None
         self.agent_index: CentroidIndex | None = None
         self.embedder: Any = None
         self._embed_fn: Any = None
@@ -123,6 +127,9 @@ class Daemon:
         self.bus: MQTTBus | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
+
+    def _wake_sender(self) -> None:
+        self._outbox_wake.set()
 
     def request_stop(self) -> None:
         if not self._stop.is_set():
@@ -158,6 +165,8 @@ class Daemon:
                 scheduler = tg.create_task(self.scheduler.run(), name="scheduler")
                 reembed = tg.create_task(self._reembed(), name="memory-reembed") \
                     if self.memory is not None else None
+                cloud = tg.create_task(self.escalator.run(), name="cloud") \
+                    if self.escalator is not None else None
                 self.ready.set()
                 notify("READY=1\nSTATUS=" + cfg.summary())
                 log.info("edged %s running: %s", __version__, cfg.summary())
@@ -170,10 +179,14 @@ class Daemon:
                 scheduler.cancel()
                 if reembed is not None:
                     reembed.cancel()
+                if cloud is not None:
+                    cloud.cancel()
                 await self.pool.close()
                 await bus.stop()
                 bus_task.cancel()
         finally:
+            if self.escalator is not None:
+                await self.escalator.close()
             if self.memory is not None:
                 await self.memory.close()
             await self.journal.close()
@@ -308,7 +321,7 @@ class Daemon:
                 name, acfg, runner=self.runner, index=index, pool=self.pool,
                 model=acfg.model or None,
                 model_for=lambda m, lp=acfg.low_power_model: self.governor.model_for(m, lp),
-                memory=self.memory)
+                memory=self.memory, escalator=self.escalator)
             agent_texts[name] = [acfg.description] + [
                 u for t in tools for u, _ in t.example_pairs()]
             log.info("agent %s: %d tool(s): %s", name, len(tools),
@@ -588,6 +601,7 @@ class Daemon:
         if agent == AUTO:
             agent, meta.confidence = await self._choose_agent(req.text)
             req.agent = agent
+            req.route_confidence = meta.confidence
         stage = self.stages.get(agent)
         try:
             if stage is None:
@@ -744,7 +758,9 @@ class Daemon:
                             "bus": self.bus.state if self.bus else "idle",
                             "memory": {k: v for k, v in self.memory_status.items()
                                        if k != "by_kind"},
-                            "scheduler": self.scheduler.describe()})
+                            "scheduler": self.scheduler.describe(),
+                            **({"cloud": self.escalator.describe()}
+                               if self.escalator is not None else {})})
         return msgspec.json.encode(st)
 
     def _on_ready(self, session_present: bool) -> None:

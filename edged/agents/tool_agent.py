@@ -22,7 +22,6 @@ import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..config import AgentConfig
@@ -40,7 +39,10 @@ from .selector import CentroidIndex, Ranking, lead_word, tool_leads
 
 log = logging.getLogger("edged.agents")
 
-Escalate = Callable[["ToolAgent", Request, Context, Reply, str], Awaitable[Reply | None]]
+
+
+class _WantsCloud(Exception):
+    """The small model chose "escalate" among close candidates."""
 
 _SPLIT = re.compile(r"\s*(?:,?\s+and then\s+|,?\s+then\s+|,?\s+and also\s+|"
                     r",?\s+and\s+(?!a half|a quarter|an? \w+ and)|;\s*)", re.I)
@@ -75,7 +77,7 @@ class ToolAgent:
 
     def __init__(self, name: str, cfg: AgentConfig, *, runner: ToolRunner, index: CentroidIndex,
                  pool: ModelPool | None, model: str | None,
-                 model_for: Any = None, escalate: Escalate | None = None,
+                 model_for: Any = None, escalator: Any = None,
                  memory: Memory | None = None) -> None:
         self.name = name
         self.cfg = cfg
@@ -84,9 +86,9 @@ class ToolAgent:
         self.pool = pool
         self.model = model
         self._model_for = model_for
-        # The cloud-escalation hook (the escalation issue plugs in here): called when the
-        # local pipeline has no answer; a Reply it returns replaces the local one.
-        self.escalate = escalate
+        # edged.escalation.Escalator (None: no cloud): asked when the local pipeline has no
+        # good answer; a reply it returns replaces the local one
+        self.escalator = escalator
         self.tools: dict[str, Tool] = {t.name: t for t in runner.visible(cfg.tools or None)}
         self._fill_cache: dict[tuple[str, str], dict[str, Any]] = {}
         self.memory = memory if cfg.memory else None
@@ -101,15 +103,19 @@ class ToolAgent:
                              for c in reply.tool_calls])
         return reply
 
-    async def working_memory(self, request: Request, *, budget: int | None = None
-                             ) -> WorkingMemory:
+    async def working_memory(self, request: Request, *, budget: int | None = None,
+                             for_cloud: bool = False) -> WorkingMemory:
         """System prompt + recalled memories + recent turns + request, within the budget:
-        what a model that answers freely (the cloud) gets."""
+        what a model that answers freely (the cloud) gets; private memories never go to
+        the cloud."""
         system = self.cfg.system_prompt or (
-            f"You are the assistant on a home gateway. {self.cfg.description}".strip())
+            f"You are the assistant on a home gateway. {self.cfg.description} Answer "
+            f"briefly.".strip())
         memories, turns = [], []
         if self.memory is not None:
             memories = await self.memory.recall(request.text, request.device, touch=False)
+            if for_cloud:
+                memories = [m for m in memories if not m.private]
             turns = await self.memory.recent(_session(request))
         return build_working_memory(system, request.text, memories=memories, turns=turns,
                                     budget=budget or (self.memory.cfg.context_tokens
@@ -120,11 +126,19 @@ class ToolAgent:
         text = request.text.strip()
         if not text:
             return self._reply(request, "Say what you would like me to do.", [], 0.0)
+        notes: list[str] = []
+        if self.cfg.escalate == "always":
+            cloud = await self._escalate(request, ctx, "always", notes)
+            if cloud is not None:
+                return cloud
         talk = _small_talk(text)
-        plan = await self._plan(text)
+        try:
+            plan = await self._plan(text)
+        except _WantsCloud:
+            local = self._reply(request, "Sorry, I'm not sure what you mean.", [], 0.0)
+            return await self._maybe_escalate(request, ctx, local, "model_chose", notes)
         if talk and (not plan or plan[0][3].choices[0].score < 0.5):
             return self._reply(request, talk, [], 1.0)
-        notes: list[str] = []
         follow = await self._followup_plan(text, request)
         if follow and (not plan or plan[0][3].choices[0].score < SPLIT_MIN_SCORE or (
                 _REFERS_BACK.search(text) and follow[0][1].name in
@@ -135,25 +149,65 @@ class ToolAgent:
         if not plan:
             ranking = await self.index.rank(text, list(self.tools))
             local = self._reply(request, self._no_tool(text, ranking), [], ranking.confidence)
-            return await self._maybe_escalate(request, ctx, local, "no_tool")
+            return await self._maybe_escalate(request, ctx, local, "no_tool", notes)
+        confidence = min([p[3].confidence for p in plan] + (
+            [request.route_confidence] if request.route_confidence is not None else []))
+        # before any tool runs: more steps than allowed, or too unsure of the plan
+        reason = "too_many_steps" if len(plan) > self.cfg.max_steps else (
+            "low_confidence" if self.escalator is not None and
+            confidence < self.escalator.cfg.escalate_below else None)
+        if reason is not None and self.cfg.escalate != "always":
+            cloud = await self._escalate(request, ctx, reason, notes)
+            if cloud is not None:
+                return cloud
         calls: list[ToolCall] = []
-        confidence = 1.0
-        for i, (part, tool, args, ranking) in enumerate(plan[: self.cfg.max_steps]):
-            confidence = min(confidence, ranking.confidence)
+        for i, (part, tool, args, _ranking) in enumerate(plan[: self.cfg.max_steps]):
             if args is None:
                 args = await self._context_args(part, tool, request, notes)
             if args is None:
                 args = await self._model_args(part, tool)
             if isinstance(args, str):  # could not decide: ask
                 local = self._reply(request, args, calls, confidence)
-                return await self._maybe_escalate(request, ctx, local, "unclear") \
+                return await self._maybe_escalate(request, ctx, local, "unclear", notes) \
                     if not calls else local
-            calls.append(await self.runner.call(
+            call = await self.runner.call(
                 tool.name, args, request=request, agent=self.name,
-                agent_tools=self.cfg.tools or None, ctx=ctx, step=f"{i}:{tool.name}"))
+                agent_tools=self.cfg.tools or None, ctx=ctx, step=f"{i}:{tool.name}")
+            calls.append(call)
+            if _failed(call) and self.cfg.escalate != "always":
+                local = self._reply(request, " ".join([_render(calls), *notes]), calls,
+                                    confidence)
+                return await self._maybe_escalate(request, ctx, local, "tool_failed", [],
+                                                  keep=calls)
         reply = self._reply(request, " ".join([_render(calls), *notes]), calls, confidence)
         reply.latency_ms = round((time.perf_counter() - t0) * 1000, 2)
         return reply
+
+    async def _escalate(self, request: Request, ctx: Context, reason: str,
+                        notes: list[str]) -> Reply | None:
+        """The cloud's reply, or None (its note, if any, goes to the local reply)."""
+        if self.escalator is None or self.cfg.escalate == "never":
+            return None
+        out = await self.escalator.escalate(self, request, ctx, reason)
+        if out.reply is not None:
+            return out.reply
+        if out.note and out.note not in notes:
+            notes.append(out.note)
+        return None
+
+    async def _maybe_escalate(self, request: Request, ctx: Context, local: Reply,
+                              reason: str, notes: list[str],
+                              keep: list[ToolCall] | None = None) -> Reply:
+        """The local reply, unless the cloud answers better (``keep``: local calls that
+        already ran stay in the reply)."""
+        cloud = await self._escalate(request, ctx, reason, notes)
+        if cloud is not None:
+            if keep:
+                cloud.tool_calls = [*keep, *cloud.tool_calls]
+            return cloud
+        if notes:
+            local.text = " ".join([local.text, *[n for n in notes if n not in local.text]])
+        return local
 
     # -- planning ------------------------------------------------------------------------
 
@@ -288,17 +342,24 @@ class ToolAgent:
         """The best two are close: let the model choose among them (a constrained choice)."""
         if len(names) < 2 or self.pool is None or self.model is None:
             return None
+        cloud = self.escalator is not None and self.escalator.cfg.enabled and \
+            self.cfg.escalate != "never"
         options = "\n".join(f"- {n}: {self.tools[n].description}" for n in names)
+        if cloud:
+            options += "\n- escalate: none of these; ask a bigger model"
         prompt = (f"Pick the action that does what the request asks.\n{options}\n"
                   f"Request: {text}\nAction: ")
         model = self._model_for(self.model) if self._model_for else self.model
         try:
             gen = await self.pool.generate(model, GenerationRequest(
-                prompt=prompt, json_schema={"enum": names}, max_tokens=24, temperature=0.0))
+                prompt=prompt, json_schema={"enum": names + (["escalate"] if cloud else [])},
+                max_tokens=24, temperature=0.0))
             choice = json.loads(gen.text)
         except (ModelError, ValueError) as e:
             log.warning("model rerank failed: %s", e)
             return None
+        if choice == "escalate" and cloud:
+            raise _WantsCloud()
         return choice if choice in names else None
 
     def _filled(self, text: str, tool: Tool) -> dict[str, Any]:
@@ -396,13 +457,6 @@ class ToolAgent:
             return f"Sorry, which {', '.join(missing)} do you mean?"
         return args
 
-    async def _maybe_escalate(self, request: Request, ctx: Context, local: Reply,
-                              reason: str) -> Reply:
-        if self.escalate is None or self.cfg.escalate == "never":
-            return local
-        better = await self.escalate(self, request, ctx, local, reason)
-        return better if better is not None else local
-
     # -- replies -------------------------------------------------------------------------
 
     def _no_tool(self, text: str, ranking: Ranking) -> str:
@@ -416,6 +470,11 @@ class ToolAgent:
                ) -> Reply:
         return Reply(id=request.id, agent=self.name, text=text, tool_calls=calls,
                      model=self.model, confidence=round(confidence, 3))
+
+
+def _failed(call: ToolCall) -> bool:
+    r = call.result
+    return isinstance(r, dict) and set(r) == {"error"}
 
 
 def _session(request: Request) -> str:

@@ -121,10 +121,16 @@ class Decision:
     sources: list[str] = field(default_factory=list)
     importance: float = 0.5
     reason: str = ""
+    private: bool = False  # sensitive (a code, a password): never sent to the cloud
+
+    def __post_init__(self) -> None:
+        from ..redact import is_sensitive
+
+        self.private = self.private or is_sensitive(self.text)
 
     def to_dict(self) -> dict[str, Any]:
         return {"op": self.op, "kind": self.kind, "text": self.text, "target": self.target,
-                "reason": self.reason}
+                "reason": self.reason, "private": self.private}
 
 
 @dataclass
@@ -333,6 +339,7 @@ class Consolidator:
                 return d
             if verdict == "update":
                 d.text, d.vector, d.kind = text, vec, kind
+                d.__post_init__()
                 d.importance = max(d.importance, importance)
                 d.sources = list(dict.fromkeys(d.sources + sources))
                 d.reason += "; changed again"

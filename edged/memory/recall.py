@@ -113,13 +113,18 @@ class Memory:
         return best
 
     async def remember(self, scope: str, text: str, kind: str = "fact", *,
-                       importance: float | None = None, sources: Sequence[str] = ()) -> int:
+                       importance: float | None = None, sources: Sequence[str] = (),
+                       private: bool | None = None) -> int:
+        """Store one memory as is (no ADD/UPDATE decision: see Consolidator.absorb)."""
+        from ..redact import is_sensitive
+
         if kind not in KINDS:
             raise MemoryStoreError(f"unknown kind {kind!r}; expected one of {KINDS}")
         [vec] = await self.embed([text])
         return await self.run(self.store.add, scope, kind, text, vec,
                               importance=DEFAULT_IMPORTANCE[kind] if importance is None
-                              else importance, sources=sources)
+                              else importance, sources=sources,
+                              private=is_sensitive(text) if private is None else private)
 
     async def forget(self, scope: str) -> dict[str, int]:
         return await self.run(self.store.forget, scope)

@@ -58,7 +58,8 @@ CREATE TABLE IF NOT EXISTS memories(
   last_used REAL,
   uses INTEGER NOT NULL DEFAULT 0,
   sources TEXT NOT NULL DEFAULT '[]',   -- JSON list of the request ids it came from
-  vec_gen INTEGER NOT NULL DEFAULT 0    -- embedder generation of its vector
+  vec_gen INTEGER NOT NULL DEFAULT 0,   -- embedder generation of its vector
+  private INTEGER NOT NULL DEFAULT 0    -- never sent to the cloud
 );
 CREATE INDEX IF NOT EXISTS memories_scope ON memories(scope, kind, updated);
 CREATE INDEX IF NOT EXISTS memories_vec_gen ON memories(vec_gen);
@@ -102,13 +103,15 @@ class MemoryRow:
     last_used: float | None
     uses: int
     sources: list[str]
+    private: bool = False
     similarity: float | None = None  # set by a search
     score: float | None = None  # similarity weighted by recency and importance
 
     def to_dict(self) -> dict[str, Any]:
         d = {"id": self.id, "scope": self.scope, "kind": self.kind, "text": self.text,
              "importance": round(self.importance, 3), "created": round(self.created, 3),
-             "updated": round(self.updated, 3), "uses": self.uses, "sources": self.sources}
+             "updated": round(self.updated, 3), "uses": self.uses, "sources": self.sources,
+             "private": self.private}
         if self.similarity is not None:
             d["similarity"] = round(self.similarity, 4)
         if self.score is not None:
@@ -143,12 +146,14 @@ def connect(path: str | Path) -> Any:
     return conn
 
 
-_MEM_COLS = "id, scope, kind, text, importance, created, updated, last_used, uses, sources"
+_MEM_COLS = ("id, scope, kind, text, importance, created, updated, last_used, uses, sources, "
+             "private")
 
 
 def _row(r: Sequence[Any]) -> MemoryRow:
     return MemoryRow(id=r[0], scope=r[1], kind=r[2], text=r[3], importance=r[4], created=r[5],
-                     updated=r[6], last_used=r[7], uses=r[8], sources=json.loads(r[9] or "[]"))
+                     updated=r[6], last_used=r[7], uses=r[8], sources=json.loads(r[9] or "[]"),
+                     private=bool(r[10]))
 
 
 class MemoryStore:
@@ -169,6 +174,10 @@ class MemoryStore:
         try:
             self.conn = connect(self.path)
             self.conn.executescript(SCHEMA)  # idempotent; executescript commits itself
+            cols = {r[1] for r in self.conn.execute("PRAGMA table_info(memories)")}
+            if "private" not in cols:  # a database from before private memories
+                self.conn.execute("ALTER TABLE memories ADD COLUMN private INTEGER NOT NULL "
+                                  "DEFAULT 0")
             self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)",
                               (SCHEMA_VERSION,))
         except sqlite3.Error as e:
@@ -295,8 +304,8 @@ class MemoryStore:
     # -- long-term: memories -----------------------------------------------------------------
 
     def add(self, scope: str, kind: str, text: str, vector: Sequence[float] | None, *,
-            importance: float = 0.5, sources: Sequence[str] = (), ts: float | None = None
-            ) -> int:
+            importance: float = 0.5, sources: Sequence[str] = (), ts: float | None = None,
+            private: bool = False) -> int:
         """A new memory (and its vector, when given) in one transaction."""
         if kind not in KINDS:
             raise MemoryStoreError(f"unknown memory kind {kind!r} (expected one of {KINDS})")
@@ -304,9 +313,9 @@ class MemoryStore:
         with self.tx():
             cur = self.conn.execute(
                 "INSERT INTO memories(scope, kind, text, importance, created, updated, sources,"
-                " vec_gen) VALUES (?,?,?,?,?,?,?,?)",
+                " vec_gen, private) VALUES (?,?,?,?,?,?,?,?,?)",
                 (scope, kind, text, _clamp(importance), now, now, json.dumps(list(sources)),
-                 self.gen if vector is not None else 0))
+                 self.gen if vector is not None else 0, int(private)))
             mid = int(cur.lastrowid)
             if vector is not None:
                 self._put_vector(mid, scope, kind, now, vector)
@@ -314,7 +323,8 @@ class MemoryStore:
 
     def update(self, memory_id: int, *, text: str | None = None,
                vector: Sequence[float] | None = None, kind: str | None = None,
-               importance: float | None = None, sources: Sequence[str] = ()) -> bool:
+               importance: float | None = None, sources: Sequence[str] = (),
+               private: bool | None = None) -> bool:
         """Change a memory: new text needs its new vector; sources are added to."""
         with self.tx():
             row = self.get(memory_id)
@@ -324,10 +334,11 @@ class MemoryStore:
             merged = list(dict.fromkeys([*row.sources, *sources]))
             self.conn.execute(
                 "UPDATE memories SET text = ?, kind = ?, importance = ?, updated = ?, "
-                "sources = ? WHERE id = ?",
+                "sources = ?, private = ? WHERE id = ?",
                 (text if text is not None else row.text, kind or row.kind,
                  _clamp(importance if importance is not None else row.importance), now,
-                 json.dumps(merged), memory_id))
+                 json.dumps(merged), int(row.private if private is None else private),
+                 memory_id))
             if vector is not None:
                 self.conn.execute("DELETE FROM vec_memories WHERE memory_id = ?", (memory_id,))
                 self._put_vector(memory_id, row.scope, kind or row.kind, now, vector)
@@ -440,10 +451,11 @@ class MemoryStore:
             for d in decisions:
                 if d.op == "ADD":
                     self.add(scope, d.kind, d.text, d.vector, importance=d.importance,
-                             sources=d.sources)
+                             sources=d.sources, private=d.private)
                 elif d.op == "UPDATE":
                     self.update(d.target, text=d.text, vector=d.vector, kind=d.kind,
-                                importance=d.importance, sources=d.sources)
+                                importance=d.importance, sources=d.sources,
+                                private=d.private)
                 elif d.op == "DELETE":
                     self.delete([d.target])
                 elif d.op == "NOOP":
