@@ -244,7 +244,8 @@ def _explicit(p) -> dict[str, Any]:
 
 
 async def test_escalation_hook_gets_what_the_local_pipeline_cannot_answer(tmp_path):
-    """The hook the cloud-escalation issue plugs into: called only without a local answer."""
+    """The agent's side of escalation (the escalator's own tests use a real server): asked
+    only when the local pipeline has no good answer, and only then."""
     from edged.agents.selector import CentroidIndex
     from edged.agents.tool_agent import ToolAgent
     from edged.config import AgentConfig
@@ -266,14 +267,21 @@ async def test_escalation_hook_gets_what_the_local_pipeline_cannot_answer(tmp_pa
     index = CentroidIndex(embed)
     await index.build({t.name: [t.description] + [u for u, _ in t.example_pairs()]
                        for t in tools})
+    from edged.config import CloudConfig
+    from edged.escalation import Outcome
+
     seen = []
 
-    async def escalate(agent, request, ctx, local, reason):
-        seen.append((request.text, reason))
-        return Reply(id=request.id, agent=agent.name, text="from the cloud", escalated=True)
+    class Escalator:  # records what the agent asks for
+        cfg = CloudConfig(enabled=True, escalate_below=0.0)
+
+        async def escalate(self, agent, request, ctx, reason):
+            seen.append((request.text, reason))
+            return Outcome(reply=Reply(id=request.id, agent=agent.name, text="from the cloud",
+                                       escalated=True))
 
     agent = ToolAgent("house", AgentConfig(tools=["home.*"]), runner=runner, index=index,
-                      pool=None, model=None, escalate=escalate)
+                      pool=None, model=None, escalator=Escalator())
     far = await agent.handle(Request(id="1", topic="t", device="d",
                                      text="write a poem about the sea"), None)
     near = await agent.handle(Request(id="2", topic="t", device="d",
