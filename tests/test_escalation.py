@@ -246,3 +246,27 @@ async def test_cloud_tool_calls_run_through_the_same_runner_and_acl(tmp_path, br
                     assert not any(a[0].startswith("locks.") for a in audit)
     finally:
         cloud.kill()
+
+
+async def test_the_api_key_is_sent_and_never_logged(tmp_path, broker, make_config, run_daemon,
+                                                   caplog):
+    key = "sk-test-0123456789abcdefghij"
+    cloud = CloudServer(tmp_path / "k", api_key=key).start()
+    try:
+        key_file = tmp_path / "cloud.key"
+        key_file.write_text(key + "\n")
+        caplog.set_level("DEBUG")
+        await run_daemon(make_config(extra=agent_config(cloud, api_key_file=str(key_file))),
+                         timeout=60)
+        with peer(broker.port) as p:
+            p.subscribe("edged/out/+", "edged/events/+")
+            r = await _ask(p, "phone", "k1", f"{POEM}, my key is {key}")
+            assert r["escalated"] is True
+            events = p.wait_count(0, 1)
+        [sent] = cloud.requests("/chat/completions")
+        assert sent["auth"] is True  # the server checked it (a wrong key is a 401)
+        assert key not in json.dumps(sent["body"])  # and the user's copy was redacted
+        assert key not in caplog.text
+        assert not any(key.encode() in m.payload for m in events)
+    finally:
+        cloud.kill()
