@@ -43,6 +43,7 @@ def cmd_run(args: argparse.Namespace, stages: dict[str, Any] | None = None) -> i
 
     async def main() -> None:
         daemon = Daemon(cfg, stages=stages)
+        daemon.config_path = args.config or config.default_config_path()  # for SIGHUP
         await daemon.run(install_signals=True)
 
     try:

@@ -136,6 +136,9 @@ class ResourcesConfig(_Section):
     min_free_memory_mb: NonNegInt = 256
     battery_low_percent: Percent = 20.0
     thermal_high_c: float = 80.0
+    # a model held (loading or generating) longer than this is stuck: the systemd watchdog
+    # pings stop and systemd restarts the service
+    stuck_after_s: PosFloat = 300.0
 
 
 class AgentConfig(_Section):

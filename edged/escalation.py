@@ -300,7 +300,7 @@ class Escalator:
                         step=f"cloud:{step}:{i}:{name}")
                     calls.append(call)
                     result = call.result
-                content, _ = self.redactor.text(json.dumps(result, default=str)[:4000])
+                content = self.redactor.text(json.dumps(result, default=str))[0][:4000]
                 convo.append({"role": "tool", "tool_call_id": c["id"], "content": content})
         self.stats["answered"] += 1
         if not text and calls:  # it acted and said nothing more: say what was done

@@ -20,3 +20,16 @@ def notify(message: str) -> bool:
         return True
     except OSError:
         return False
+
+
+def watchdog_interval() -> float | None:
+    """Seconds between WATCHDOG=1 pings (half of systemd's WatchdogSec), or None when the
+    service has no watchdog (or the watchdog is meant for another process)."""
+    usec = os.environ.get("WATCHDOG_USEC")
+    pid = os.environ.get("WATCHDOG_PID")
+    if not usec or (pid and pid.isdigit() and int(pid) != os.getpid()):
+        return None
+    try:
+        return max(0.05, int(usec) / 2e6)
+    except ValueError:
+        return None

@@ -56,8 +56,9 @@ from .messages import (
     message_key,
     parse,
 )
+from .metrics import Metrics, serve_metrics
 from .models.pool import ModelPool, rss_bytes
-from .notify import notify
+from .notify import notify, watchdog_interval
 from .router import AUTO, Router
 from .scheduler import Scheduler
 from .tools import registry as tool_registry
@@ -109,6 +110,9 @@ class Daemon:
         self.scheduler = Scheduler(wall=clock)
         self.scheduler.on_jump(self._clock_jumped)
         self._shifting: asyncio.Future[None] | None = None
+        self.last_error = ""
+        self.config_path: Any = None  # set by the CLI: SIGHUP re-reads it
+        self.metrics = Metrics()
         self._reload_lock = asyncio.Lock()
         self._timer_wake = asyncio.Event()
         self.ready = asyncio.Event()
@@ -163,6 +167,9 @@ class Daemon:
                 timers = tg.create_task(self._scheduled(), name="scheduled")
                 governor = tg.create_task(self.governor.run(), name="governor")
                 scheduler = tg.create_task(self.scheduler.run(), name="scheduler")
+                watchdog = tg.create_task(self._watchdog(), name="watchdog")
+                metrics = tg.create_task(self._serve_metrics(), name="metrics") \
+                    if cfg.metrics.enabled else None
                 reembed = tg.create_task(self._reembed(), name="memory-reembed") \
                     if self.memory is not None else None
                 cloud = tg.create_task(self.escalator.run(), name="cloud") \
@@ -177,6 +184,9 @@ class Daemon:
                 governor.cancel()
                 timers.cancel()
                 scheduler.cancel()
+                watchdog.cancel()
+                if metrics is not None:
+                    metrics.cancel()
                 if reembed is not None:
                     reembed.cancel()
                 if cloud is not None:
@@ -261,6 +271,42 @@ class Daemon:
                  self.memory_status["memories"], self.memory_status["turns"],
                  memory.embedder_id)
 
+    async def health(self) -> str | None:
+        """Why the daemon is not healthy, or None. The event loop answering this at all is
+        the first check; then the journal's writer thread, then stuck model calls."""
+        try:
+            await asyncio.wait_for(self.journal.counts(), 10.0)
+        except Exception as e:  # noqa: BLE001 - any failure is unhealthy
+            return f"journal not answering: {e!r}"
+        stuck = self.pool.stuck(self.cfg.resources.stuck_after_s)
+        if stuck:
+            return (f"model {', '.join(stuck)} held for more than "
+                    f"{self.cfg.resources.stuck_after_s:g} s")
+        return None
+
+    async def _watchdog(self) -> None:
+        """WATCHDOG=1 every WatchdogSec/2 while healthy; when not, the pings stop and systemd
+        restarts the service (a hung loop stops them by itself)."""
+        interval = watchdog_interval()
+        if interval is None:
+            return
+        sick = False
+        while True:
+            problem = await self.health()
+            if problem is None:
+                notify("WATCHDOG=1")
+                if sick:
+                    log.warning("healthy again: watchdog pings resume")
+                    notify("STATUS=online: healthy again")
+                sick = False
+            elif not sick:
+                sick = True
+                self.last_error = f"unhealthy: {problem}"
+                log.error("unhealthy: %s: watchdog pings stop (systemd will restart edged)",
+                          problem)
+                notify(f"STATUS=unhealthy: {problem}")
+            await asyncio.sleep(interval)
+
     def _clock_jumped(self, delta: float) -> None:
         """Keep the journal's pending deadlines (outbox TTLs, retries, timers) in step."""
         async def shift() -> None:
@@ -279,6 +325,10 @@ class Daemon:
         if self._shifting is not None:
             await asyncio.shield(self._shifting)
             self._shifting = None
+
+    async def _serve_metrics(self) -> None:
+        host, port = self.cfg.metrics.listen.rsplit(":", 1)
+        await serve_metrics(host, int(port), self)
 
     async def consolidate_memory(self) -> dict[str, Any] | None:
         """The scheduled job (also ``edged memory consolidate``): deferred on battery,
@@ -335,9 +385,60 @@ class Daemon:
         for e in self.registry.errors:
             log.error("plugin %s not loaded: %s", e.plugin, e.error)
 
+    # sections a reload applies at once; the others need a restart (connections, files,
+    # loaded models, running tasks) and keep their running values until then
+    HOT_SECTIONS = ("log", "agents", "routes", "router", "plugins", "acl")
+
+    async def reload(self) -> dict[str, Any]:
+        """SIGHUP: re-read the config file; if it is valid, apply agents, routes, router,
+        plugins and ACL at once (no message is touched: the journal and the bus keep running,
+        in-flight requests finish with what they started with). An invalid file is rejected
+        with its error and the running config stays."""
+        if self.config_path is None:
+            return await self.reload_plugins()
+        from . import config as config_mod
+
+        try:
+            new = await asyncio.to_thread(config_mod.load, self.config_path)
+        except config_mod.ConfigError as e:
+            self.last_error = f"reload rejected: {e}"
+            log.error("reload rejected, the running config stays: %s", e)
+            notify(f"STATUS=online (reload rejected: {str(e).splitlines()[0][:200]})")
+            await self.emit("reload_failed", {"error": str(e)[:2000]})
+            return {"ok": False, "error": str(e)}
+        async with self._reload_lock:
+            old = self.cfg
+            restart = [f for f in new.__struct_fields__
+                       if f not in self.HOT_SECTIONS and getattr(new, f) != getattr(old, f)]
+            cfg = msgspec.structs.replace(new, **{f: getattr(old, f) for f in restart})
+            self.cfg = cfg
+            self.router = Router(list(cfg.routes), cfg.router.default_agent, self.topics,
+                                 classify=len(cfg.agents) > 1)
+            self.runner.acl = ACL(list(cfg.acl))
+            self.runner.default_timeout_s = cfg.plugins.tool_timeout_s
+            for name in [n for n in old.agents if n not in cfg.agents]:
+                self.stages.pop(name, None)  # removed agents stop taking requests
+            if self.bus is not None:
+                subs = [self.topics.inbound] + [r.topic for r in cfg.routes]
+                if cfg.mqtt.shared_group:
+                    subs = [f"$share/{cfg.mqtt.shared_group}/{t}" for t in subs]
+                self.bus.resubscribe(subs)
+            logging.getLogger("edged").setLevel(cfg.log.level.upper())
+        summary = await self.reload_plugins()
+        summary.update(ok=True, restart_needed=restart)
+        if restart:
+            log.warning("config reloaded; these sections change only after a restart: %s",
+                        ", ".join(restart))
+        else:
+            log.info("config reloaded")
+        await self.emit("config_reloaded", {"restart_needed": restart,
+                                            "agents": sorted(cfg.agents),
+                                            "routes": [r.topic for r in cfg.routes]})
+        return summary
+
     async def reload_plugins(self) -> dict[str, Any]:
-        """SIGHUP: re-import the plugins and rebuild the agents; no message is touched (the
-        journal and the bus keep running, in-flight requests finish with the old tools)."""
+        """Re-import the plugins and rebuild the agents; no message is touched (the journal
+        and the bus keep running, in-flight requests finish with the old tools)."""
         async with self._reload_lock:
             registry = await asyncio.to_thread(tool_registry.load, list(self.cfg.plugins.dirs))
             self.registry = registry
@@ -380,7 +481,13 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(
-            signal.SIGHUP, lambda: asyncio.ensure_future(self.reload_plugins()))
+            signal.SIGHUP, lambda: asyncio.ensure_future(self._reload_logged()))
+
+    async def _reload_logged(self) -> None:
+        try:
+            await self.reload()
+        except Exception:  # noqa: BLE001 - a failed reload must not take the daemon down
+            log.exception("reload failed; the running config stays")
 
     async def _recover(self) -> None:
         requeued, poisoned = await self.journal.recover(self.cfg.delivery.max_attempts)
@@ -464,17 +571,25 @@ class Daemon:
                     delay = min(delay * 2, 5.0)
             for m in batch:
                 bus.ack(m)
-            for it, inbox_id in zip(items, ids, strict=True):
+            for m, it, inbox_id in zip(batch, items, ids, strict=True):
                 self.stats["in"] += 1
                 if inbox_id is None:
                     self.stats["duplicates"] += 1
+                    outcome = "duplicate"
                 elif it.outcome is None:
                     self._open += 1
                     self._work.set()
+                    outcome = "accepted"
                 elif it.outcome == "sink":
                     self.stats["sink"] += 1
+                    outcome = "sink"
                 else:
                     self.stats["rejected"] += 1
+                    outcome = it.error_code or "rejected"
+                route = self.router.route_for(m.topic)
+                self.metrics.inc("edged_ingest_total", {
+                    "route": route.topic if route else self.topics.inbound,
+                    "outcome": outcome}, help_="messages received, by route and outcome")
                 if it.outbox and inbox_id is not None:
                     self._outbox_wake.set()
             if end:
@@ -620,6 +735,7 @@ class Daemon:
             log.warning("agent %s failed on %s (attempt %d): %r", meta.agent, req.id,
                         row.attempts, e)
             self.stats["failed"] += 1
+            self.metrics.inc("edged_requests_total", {"agent": agent, "outcome": "failed"})
             if row.attempts >= self.cfg.delivery.max_attempts:
                 await self._quarantine(row, "failed", f"failed {row.attempts} times: {e!r}")
             else:
@@ -635,6 +751,11 @@ class Daemon:
                          priority=row.priority, kind="reply", props=_props(meta))
             await self.journal.complete(row.id, [out])
             self.stats["processed"] += 1
+            self.metrics.inc("edged_requests_total", {"agent": agent, "outcome": "ok"},
+                             help_="requests processed, by agent and outcome")
+            self.metrics.observe("edged_request_seconds", time.perf_counter() - t0,
+                                 {"agent": agent, "escalated": reply.escalated},
+                                 help_="time from claim to reply, by agent")
         self._finish(row.id)
         self._outbox_wake.set()
 

@@ -67,9 +67,10 @@ def serve(port: int, log: Path, api_key: str | None, chat_format: str | None,
                 body = json.loads(raw) if raw else None
             except ValueError:
                 body = None
-            headers = {k.decode().lower(): v.decode() for k, v in scope.get("headers", [])}
+            names = {k.decode("latin-1").lower() for k, _ in scope.get("headers", [])}
+            # whether a key was sent, never the key itself
             entry = {"ts": time.time(), "method": scope["method"], "path": scope["path"],
-                     "auth": "authorization" in headers, "body": body}
+                     "auth": "authorization" in names, "body": body}
             with open(log, "a", encoding="utf-8") as f:  # noqa: ASYNC230 - tiny append
                 f.write(json.dumps(entry) + "\n")
             sent = False
@@ -109,6 +110,9 @@ class CloudServer:
 
     def start(self, timeout: float = 90) -> CloudServer:
         import httpx
+
+        if self.proc is not None and self.proc.poll() is None:
+            return self  # already running
 
         cmd = [sys.executable, str(Path(__file__)), "--port", str(self.port), "--log",
                str(self.log_path), "--n-ctx", str(self.n_ctx)]
@@ -152,9 +156,13 @@ class CloudServer:
             self.proc.wait(10)
 
     def requests(self, path: str | None = None) -> list[dict[str, Any]]:
-        if not self.log_path.exists():
+        """The logged requests, oldest first; only those whose path ends with ``path``."""
+        try:
+            text = self.log_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
             return []
-        rows = [json.loads(ln) for ln in self.log_path.read_text().splitlines() if ln]
+        # a line still being written (no newline yet) is not a request yet
+        rows = [json.loads(ln) for ln in text.split("\n")[:-1] if ln]
         return [r for r in rows if path is None or r["path"].endswith(path)]
 
     def tail(self, n: int = 40) -> str:

@@ -418,6 +418,20 @@ class MQTTBus:
         self.stats["published"] += 1
         return fut
 
+    def resubscribe(self, topics: list[str]) -> tuple[list[str], list[str]]:
+        """Change the subscriptions (a reload changed the routes): (added, removed)."""
+        new = list(dict.fromkeys(topics))
+        added = [t for t in new if t not in self.subscriptions]
+        removed = [t for t in self.subscriptions if t not in new]
+        self.subscriptions = new
+        if self.connected.is_set():
+            opts = SubscribeOptions(qos=1) if self.v5 else 1
+            if added:
+                self._client.subscribe([(t, opts) for t in added])
+            if removed:
+                self._client.unsubscribe(removed)
+        return added, removed
+
     @property
     def held(self) -> int:
         return self._held

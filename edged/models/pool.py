@@ -64,6 +64,7 @@ class _Slot:
     backend: Backend | None = None
     executor: ThreadPoolExecutor | None = None
     busy: bool = False
+    busy_since: float = 0.0  # monotonic: when the current holder got it
     waiters: list[tuple[int, int, asyncio.Future[None]]] = field(default_factory=list)
     last_used: float = 0.0
     loaded_at: float = 0.0
@@ -237,6 +238,12 @@ class ModelPool:
                     slot.executor.shutdown(wait=False)
                     slot.executor = None
 
+    def stuck(self, limit_s: float) -> list[str]:
+        """Models held (loading or generating) for longer than ``limit_s``."""
+        now = time.monotonic()
+        return [s.alias for s in self._slots.values()
+                if s.busy and now - s.busy_since > limit_s]
+
     def describe(self) -> list[dict[str, Any]]:
         now = self.clock()
         out = []
@@ -275,6 +282,7 @@ class ModelPool:
     async def _acquire(self, slot: _Slot, priority: int) -> None:
         if not slot.busy and not slot.waiters:
             slot.busy = True
+            slot.busy_since = time.monotonic()
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         entry = (-priority, next(self._seq), fut)
@@ -295,6 +303,7 @@ class ModelPool:
             _p, _s, fut = heapq.heappop(slot.waiters)
             if not fut.done():
                 fut.set_result(None)  # hand over: stays busy
+                slot.busy_since = time.monotonic()
                 return
         slot.busy = False
         async with self._idle:

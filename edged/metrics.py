@@ -1,0 +1,176 @@
+"""Prometheus text exposition (format 0.0.4) on a loopback port, no dependency.
+
+Counters and histograms are kept here as the daemon updates them; everything else (queue
+depths, models, governor, tools, escalations, memory) is read from the daemon at scrape
+time, so a scrape always shows the present. The HTTP side is the few lines of HTTP/1.1 a
+scraper needs: ``GET /metrics``, anything else is a 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+log = logging.getLogger("edged.metrics")
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+Labels = tuple[tuple[str, str], ...]
+
+
+def _labels(labels: dict[str, Any] | None) -> Labels:
+    return tuple(sorted((k, str(v)) for k, v in (labels or {}).items()))
+
+
+def _fmt_labels(labels: Labels, extra: tuple[tuple[str, str], ...] = ()) -> str:
+    items = [*labels, *extra]
+    if not items:
+        return ""
+    esc = [(k, v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n"))
+           for k, v in items]
+    return "{" + ",".join(f'{k}="{v}"' for k, v in esc) + "}"
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.counters: dict[str, dict[Labels, float]] = {}
+        self.hists: dict[str, dict[Labels, list[float]]] = {}  # bucket counts + sum + count
+        self.help: dict[str, str] = {}
+        self.started = time.time()
+
+    def inc(self, name: str, labels: dict[str, Any] | None = None, value: float = 1.0,
+            help_: str = "") -> None:
+        series = self.counters.setdefault(name, {})
+        key = _labels(labels)
+        series[key] = series.get(key, 0.0) + value
+        if help_:
+            self.help.setdefault(name, help_)
+
+    def observe(self, name: str, value: float, labels: dict[str, Any] | None = None,
+                help_: str = "") -> None:
+        series = self.hists.setdefault(name, {})
+        key = _labels(labels)
+        h = series.get(key)
+        if h is None:
+            h = series[key] = [0.0] * (len(LATENCY_BUCKETS) + 2)
+        for i, b in enumerate(LATENCY_BUCKETS):
+            if value <= b:
+                h[i] += 1
+        h[-2] += value
+        h[-1] += 1
+        if help_:
+            self.help.setdefault(name, help_)
+
+    def render(self, daemon: Any) -> str:
+        out: list[str] = []
+
+        def head(name: str, kind: str, help_: str) -> None:
+            out.append(f"# HELP {name} {help_}")
+            out.append(f"# TYPE {name} {kind}")
+
+        def gauge(name: str, value: Any, help_: str, labels: dict[str, Any] | None = None,
+                  first: bool = True) -> None:
+            if first:
+                head(name, "gauge", help_)
+            out.append(f"{name}{_fmt_labels(_labels(labels))} {float(value or 0):g}")
+
+        for name, series in sorted(self.counters.items()):
+            head(name, "counter", self.help.get(name, name))
+            for key, v in sorted(series.items()):
+                out.append(f"{name}{_fmt_labels(key)} {v:g}")
+        for name, series in sorted(self.hists.items()):
+            head(name, "histogram", self.help.get(name, name))
+            for key, h in sorted(series.items()):
+                for i, b in enumerate(LATENCY_BUCKETS):
+                    out.append(f"{name}_bucket{_fmt_labels(key, (('le', f'{b:g}'),))} {h[i]:g}")
+                out.append(f"{name}_bucket{_fmt_labels(key, (('le', '+Inf'),))} {h[-1]:g}")
+                out.append(f"{name}_sum{_fmt_labels(key)} {h[-2]:.6f}")
+                out.append(f"{name}_count{_fmt_labels(key)} {h[-1]:g}")
+
+        d = daemon
+        head("edged_messages_total", "counter",
+             "messages by stage: in, duplicates, rejected, sink, processed, failed, dead, out")
+        for k, v in sorted(d.stats.items()):
+            out.append(f'edged_messages_total{{stage="{k}"}} {v:g}')
+        gauge("edged_up", 1, "1 while the daemon runs")
+        gauge("edged_start_time_seconds", self.started, "Unix time the daemon started")
+        gauge("edged_pending_requests", d._open, "requests journaled and not finished")
+        gauge("edged_active_requests", len(d._active), "requests being processed now")
+        gauge("edged_outbox_rows", d.journal.outbox_rows, "messages waiting to be published")
+        gauge("edged_bus_connected", 1 if d.bus and d.bus.connected.is_set() else 0,
+              "1 while connected to the broker")
+        from .models.pool import rss_bytes
+
+        gauge("edged_rss_bytes", rss_bytes(), "resident memory of the daemon")
+        first = True
+        for m in d.pool.describe():
+            lab = {"model": m["alias"]}
+            gauge("edged_model_loaded", 1 if m["loaded"] else 0, "1 while a model is loaded",
+                  lab, first)
+            first = False
+        first = True
+        for m in d.pool.describe():
+            gauge("edged_model_tokens_per_second", m["tokens_per_s"],
+                  "generation speed of a model (average)", {"model": m["alias"]}, first)
+            first = False
+        first = True
+        for m in d.pool.describe():
+            gauge("edged_model_rss_delta_bytes", m["rss_delta_mb"] * 2**20,
+                  "memory a loaded model added", {"model": m["alias"]}, first)
+            first = False
+        for k in ("loads", "unloads", "evictions", "refused"):
+            head(f"edged_model_{k}_total", "counter", f"model pool {k}")
+            out.append(f"edged_model_{k}_total {d.pool.stats.get(k, 0):g}")
+        head("edged_tool_calls_total", "counter", "tool calls by outcome")
+        for k, v in sorted(d.runner.stats.items()):
+            out.append(f'edged_tool_calls_total{{outcome="{k}"}} {v:g}')
+        state = d.governor.state
+        first = True
+        for flag in ("memory_pressure", "low_battery", "hot"):
+            gauge("edged_governor", 1 if getattr(state, flag) else 0,
+                  "resource governor flags", {"flag": flag}, first)
+            first = False
+        if d.escalator is not None:
+            st = d.escalator.describe()
+            gauge("edged_cloud_online", 1 if st["state"] == "online" else 0,
+                  "1 while the cloud is reachable")
+            head("edged_cloud_escalations_total", "counter", "cloud escalations by outcome")
+            for k in ("sent", "answered", "queued", "followups", "expired", "failed",
+                      "over_budget"):
+                out.append(f'edged_cloud_escalations_total{{outcome="{k}"}} {st.get(k, 0):g}')
+            gauge("edged_cloud_queued", st.get("waiting", 0), "escalations waiting")
+        if d.memory_status:
+            gauge("edged_memories", d.memory_status.get("memories", 0), "long-term memories")
+        return "\n".join(out) + "\n"
+
+
+async def serve_metrics(host: str, port: int, daemon: Any) -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await asyncio.wait_for(reader.readline(), 5.0)
+            while (await asyncio.wait_for(reader.readline(), 5.0)) not in (b"\r\n", b"\n", b""):
+                pass
+            parts = line.decode("latin-1").split()
+            if len(parts) >= 2 and parts[0] == "GET" and parts[1].split("?")[0] == "/metrics":
+                body = daemon.metrics.render(daemon).encode()
+                status, ctype = "200 OK", "text/plain; version=0.0.4; charset=utf-8"
+            else:
+                body, status, ctype = b"not found: try /metrics\n", "404 Not Found", \
+                    "text/plain"
+            writer.write(f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\n"
+                         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+                         .encode() + body)
+            await writer.drain()
+        except (TimeoutError, ConnectionError, UnicodeDecodeError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    server = await asyncio.start_server(handle, host, port)
+    log.info("metrics on http://%s:%d/metrics", host, port)
+    async with server:
+        await server.serve_forever()
