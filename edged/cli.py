@@ -415,6 +415,13 @@ def cmd_memory(args: argparse.Namespace) -> int:
     return asyncio.run(main())
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The house assistant against an embedded MQTT broker: zero set-up (extra: demo)."""
+    from . import demo
+
+    return demo.main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="edged", description="Event-driven AI daemon for edge gateways.")
@@ -489,6 +496,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--timeout", type=float, default=3.0)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser(
+        "demo",
+        help="the house assistant with an embedded MQTT broker and sample requests (zero set-up)",
+        description="Start an embedded MQTT broker (amqtt, extra 'demo') on a free loopback "
+                    "port, run edged against it (MQTT 3.1.1) with the house assistant, send a "
+                    "few sample device requests and print the replies, then keep running for "
+                    "'edged ask ... -c STATE/demo.toml' until Ctrl-C.")
+    s.add_argument("-c", "--config", type=Path, default=None,
+                   help="the config to start from (default: the repository's "
+                        "examples/house.toml); the demo replaces its broker and storage and "
+                        "finds relative plugin folders next to it")
+    s.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    s.add_argument("-q", "--quiet", action="count", default=0, help="less logging")
+    s.add_argument("--port", type=int, default=None,
+                   help="the broker's port on 127.0.0.1 (default: a free one)")
+    s.add_argument("--state", type=Path, default=None, metavar="DIR",
+                   help="state folder: database, plugin state, demo.toml "
+                        "(default: ~/.local/state/edged-demo)")
+    s.add_argument("--samples", type=int, default=None, metavar="N",
+                   help="how many of the sample requests to send (default: all)")
+    s.add_argument("--no-wait", action="store_true",
+                   help="stop after the samples instead of running until Ctrl-C")
+    s.set_defaults(func=cmd_demo)
     return p
 
 
