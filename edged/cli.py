@@ -206,6 +206,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     errors = d.get("plugin_errors") or []
     print(f"  tools: {d.get('tools', '?')}; plugins not loaded: "
           f"{'; '.join(errors) if errors else 'none'}")
+    mem = d.get("memory") or {}
+    if mem:
+        print(f"  memory: {mem.get('memories', 0)} memories, {mem.get('turns', 0)} turns, "
+              f"{mem.get('pending_vectors', 0)} to re-embed")
+    cloud = d.get("cloud") or {}
+    if cloud:
+        print(f"  cloud: {cloud.get('state', '?')}, {cloud.get('answered', 0)} answered, "
+              f"{cloud.get('waiting', 0)} waiting, {cloud.get('followups', 0)} follow-ups")
+    print(f"  last error: {d.get('last_error') or d.get('bus_error') or 'none'}")
     return 0 if st.get("state") == "online" else 1
 
 

@@ -802,6 +802,8 @@ class Daemon:
         self.stats["dead"] += 1
         self._outbox_wake.set()
         log.warning("dead-lettered %s from %s: %s: %s", req_id, row.topic, code, message)
+        self.last_error = f"{time.strftime('%H:%M:%S')} dead-lettered {req_id}: {code}: " \
+            f"{message[:200]}"
 
     async def emit(self, kind: str, data: dict[str, Any]) -> None:
         ev = Event(kind=kind, ts=round(self.clock(), 3), data=data)
@@ -877,6 +879,8 @@ class Daemon:
                             "plugin_errors": [f"{e.plugin}: {e.error}"[:200]
                                               for e in self.registry.errors],
                             "bus": self.bus.state if self.bus else "idle",
+                            "bus_error": self.bus.last_error[:200] if self.bus else "",
+                            "last_error": self.last_error[:300],
                             "memory": {k: v for k, v in self.memory_status.items()
                                        if k != "by_kind"},
                             "scheduler": self.scheduler.describe(),

@@ -250,6 +250,11 @@ async def test_status_and_ask_with_daemon_running(broker: Broker,
     assert status.returncode == 0, status.stderr
     st = json.loads(status.stdout)
     assert st["state"] == "online" and st["client_id"] == "edged-test"
+    text = await asyncio.to_thread(run_cli, "status", "-c", str(cfg))
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert "ONLINE" in lines[0] and lines[-1] == "  last error: none"
+    assert any(ln.startswith("  queue: 0 pending") for ln in lines)
 
 
 def test_status_unreachable_broker(tmp_path: Path) -> None:
