@@ -341,7 +341,7 @@ class _OfflineMemory:
         pending = await self.memory.open()
         if pending:
             print(f"re-embedding {pending} memories with {ident} first ...", file=sys.stderr)
-            await self.memory.reembed()
+            await self.memory.reembed(progress=_progress("re-embedded"))
         generate = None
         model = cfg.memory_model if self.with_model else None
         if model:
@@ -359,6 +359,23 @@ class _OfflineMemory:
         await self.memory.close()
         if self.pool is not None:
             await self.pool.close()
+
+
+def _progress(what: str) -> Any:
+    """A progress line on stderr ("what: 12/40 (30%)"), redrawn in place on a terminal and
+    printed every 10% otherwise (logs stay short)."""
+    tty = sys.stderr.isatty()
+    last = [-1]
+
+    def show(done: int, total: int) -> None:
+        pct = int(100 * done / total) if total else 100
+        if tty:
+            end = "\n" if done >= total else ""
+            print(f"\r{what}: {done}/{total} ({pct}%)", end=end, file=sys.stderr, flush=True)
+        elif pct // 10 != last[0] or done >= total:
+            last[0] = pct // 10
+            print(f"{what}: {done}/{total} ({pct}%)", file=sys.stderr, flush=True)
+    return show
 
 
 def _print_memories(rows: list[Any], as_json: bool) -> None:
@@ -417,7 +434,12 @@ def cmd_memory(args: argparse.Namespace) -> int:
                 rows.sort(key=lambda r: -(r.score or 0.0))
                 _print_memories(rows[: args.limit], args.json)
             else:  # consolidate
-                report = await om.consolidator.run()
+                shown = _progress("consolidated sessions")
+
+                async def on_session(_session: str, i: int, n: int) -> None:
+                    shown(i, n)
+
+                report = await om.consolidator.run(on_session=on_session)
                 print(json.dumps(report.to_dict(), indent=1))
         return 0
 

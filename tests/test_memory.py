@@ -313,6 +313,10 @@ def test_a_crash_mid_consolidation_then_a_rerun_equals_a_clean_run(tmp_path, min
         out = subprocess.run(cmd + [str(cfg_for(db))], capture_output=True, text=True,
                              timeout=300)
         assert out.returncode == 0, out.stderr
+        # progress for the operator (every 10% off a terminal), then the report
+        todo = n_dev if db == clean_db else n_dev - done_before
+        assert f"consolidated sessions: {todo}/{todo} (100%)" in out.stderr, out.stderr
+        assert json.loads(out.stdout)["sessions"] == todo
     assert checkpoints(crash_db) == checkpoints(clean_db) == n_dev
 
     def state(db: Path) -> list[tuple[Any, ...]]:

@@ -215,14 +215,15 @@ class Consolidator:
 
     # -- the scheduled job -------------------------------------------------------------------
 
-    async def run(self, *, on_session: Callable[[str], Awaitable[None]] | None = None
+    async def run(self, *, on_session: Callable[[str, int, int], Awaitable[None]] | None = None
                   ) -> Report:
-        """Consolidate every session with new turns, then prune. ``on_session`` runs after
-        each session commits (progress reports)."""
+        """Consolidate every session with new turns, then prune. ``on_session(session, i,
+        n)`` runs after each session commits (progress reports)."""
         t0 = time.perf_counter()
         report = Report()
         store = self.memory.store
-        for session, scope, ckpt in await self.memory.run(store.sessions_with_new_turns):
+        todo = await self.memory.run(store.sessions_with_new_turns)
+        for i, (session, scope, ckpt) in enumerate(todo, 1):
             if not self.may_run():
                 report.deferred = True
                 log.info("memory: consolidation deferred by the governor")
@@ -235,7 +236,7 @@ class Consolidator:
                 ckpt = turns[-1].id
             report.sessions += 1
             if on_session is not None:
-                await on_session(session)
+                await on_session(session, i, len(todo))
         if not report.deferred:
             now = self.clock()
             horizon = now - self.cfg.retention_days * 86400

@@ -134,8 +134,8 @@ class Memory:
 
     # -- re-embedding --------------------------------------------------------------------------
 
-    async def reembed(self, *, batch: int = 32, may_run: Callable[[], bool] = lambda: True
-                      ) -> int:
+    async def reembed(self, *, batch: int = 32, may_run: Callable[[], bool] = lambda: True,
+                      progress: Callable[[int, int], None] | None = None) -> int:
         """Give every memory a vector from the current embedder, a batch at a time (crash
         safe: each batch commits; a restart picks up where it stopped). ``may_run`` is asked
         before each batch (the governor defers this work on battery / heat / pressure)."""
@@ -152,6 +152,8 @@ class Memory:
                 if n == 0 and gen != self.store.gen:
                     continue  # the embedder changed under us: start over with the new one
                 done += len(rows)
+                if progress is not None:
+                    progress(done, done + await self.run(self.store.pending_vectors))
         if done:
             log.info("memory: re-embedded %d memories with %s", done, self.embedder_id)
         return done
