@@ -316,41 +316,21 @@ class _OfflineMemory:
         self.pool: Any = None
 
     async def __aenter__(self) -> Any:
-        import asyncio
 
-        from .memory import Consolidator, Memory
+        from .memory import Consolidator, Memory, open_embedder, schema_generate
         from .models.pool import ModelPool
 
         cfg = self.cfg
-        spec = cfg.memory.embedder
-        if spec.startswith("model:") or self.with_model:
+        model = cfg.memory_model if self.with_model else None
+        if cfg.memory.embedder.startswith("model:") or model:
             self.pool = ModelPool(dict(cfg.models), cfg.resources)
-        if spec.startswith("model:"):
-            alias = spec.split(":", 1)[1]
-            m = cfg.models[alias]
-            embed = lambda texts: self.pool.embed(alias, texts)  # noqa: E731
-            ident = f"{spec} ({m.backend} {m.path or m.base_url} {m.model or ''})".strip()
-        else:
-            from .models.embed import create_embedder
-
-            embedder = create_embedder(spec)
-            await asyncio.to_thread(embedder.load)
-            embed = lambda texts: asyncio.to_thread(embedder.embed, texts)  # noqa: E731
-            ident = spec
+        embed, ident, _ = await open_embedder(cfg, self.pool)
         self.memory = Memory(cfg.memory, cfg.memory_path, embed=embed, embedder_id=ident)
         pending = await self.memory.open()
         if pending:
             print(f"re-embedding {pending} memories with {ident} first ...", file=sys.stderr)
             await self.memory.reembed(progress=_progress("re-embedded"))
-        generate = None
-        model = cfg.memory_model if self.with_model else None
-        if model:
-            from .models import GenerationRequest
-
-            async def generate(prompt: str, schema: dict[str, Any]) -> str:
-                gen = await self.pool.generate(model, GenerationRequest(
-                    prompt=prompt, json_schema=schema, max_tokens=16, temperature=0.0))
-                return str(gen.text)
+        generate = schema_generate(self.pool, model, priority=5) if model else None
         self.consolidator = Consolidator(self.memory, cfg.memory, generate=generate,
                                          model=model)
         return self

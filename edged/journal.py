@@ -170,6 +170,7 @@ class Incoming:
     error_code: str = ""
     error_message: str = ""
     outbox: list[OutRow] = field(default_factory=list)
+    route: str = ""  # the route filter it came in on (metrics label), not journaled
 
 
 @dataclass(slots=True)

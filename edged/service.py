@@ -45,7 +45,7 @@ from .journal import (
     dead_letter_payload,
 )
 from .limits import TokenBuckets
-from .memory import Consolidator, Memory, MemoryAccess
+from .memory import Consolidator, Memory, MemoryAccess, open_embedder, schema_generate
 from .messages import (
     BadRequest,
     ErrorBody,
@@ -104,6 +104,7 @@ class Daemon:
         self.agent_index: CentroidIndex | None = None
         self.embedder: Any = None
         self._embed_fn: Any = None
+        self._embedder_id = ""
         self.memory: Memory | None = None
         self.consolidator: Consolidator | None = None
         self.memory_status: dict[str, Any] = {}
@@ -207,31 +208,12 @@ class Daemon:
         """Load the embedder and build the tool agents of ``[agents]``."""
         if not self.cfg.agents:
             return
-        spec = self.cfg.memory.embedder
-        if spec.startswith("model:"):
-            # embeddings from a configured model (e.g. llama.cpp): through the pool
-            alias = spec.split(":", 1)[1]
-            self._embed_fn = lambda texts: self.pool.embed(alias, texts)
-            self.embedder = alias
-        else:
-            from .models.embed import create_embedder
-
-            embedder = create_embedder(spec)
-            await asyncio.to_thread(embedder.load)
-            self.embedder = embedder
-            self._embed_fn = lambda texts: asyncio.to_thread(embedder.embed, texts)
+        self._embed_fn, self._embedder_id, loaded = await open_embedder(self.cfg, self.pool)
+        self.embedder = loaded or self.cfg.memory.embedder
         await self._build_agents()
 
     async def _embed(self, texts: list[str]) -> list[list[float]]:
         return await self._embed_fn(texts)
-
-    def _embedder_identity(self) -> str:
-        """What the vectors in the memory database are from (a change re-embeds)."""
-        spec = self.cfg.memory.embedder
-        if spec.startswith("model:"):
-            m = self.cfg.models[spec.split(":", 1)[1]]
-            return f"{spec} ({m.backend} {m.path or m.base_url} {m.model or ''})".strip()
-        return spec
 
     async def _start_memory(self) -> None:
         """Open the memory database, hand it to agents and tools, schedule consolidation."""
@@ -239,25 +221,18 @@ class Daemon:
         if not mcfg.enabled or self._embed_fn is None:
             return
         memory = Memory(mcfg, self.cfg.memory_path, embed=self._embed,
-                        embedder_id=self._embedder_identity(), clock=self.clock)
+                        embedder_id=self._embedder_id, clock=self.clock)
         pending = await memory.open()
         if pending:
             log.warning("memory: %d memories wait for re-embedding with %s", pending,
                         memory.embedder_id)
         model = self.cfg.memory_model
 
-        async def generate(prompt: str, schema: dict[str, Any]) -> str:
-            from .models import GenerationRequest
-
-            assert model is not None
-            gen = await self.pool.generate(
-                self.governor.model_for(model, None), GenerationRequest(
-                    prompt=prompt, json_schema=schema, max_tokens=16, temperature=0.0),
-                priority=1)  # after every request
-            return gen.text
-
+        generate = schema_generate(
+            self.pool, model, model_for=lambda m: self.governor.model_for(m, None)) \
+            if model else None
         self.memory = memory
-        self.consolidator = Consolidator(memory, mcfg, generate=generate if model else None,
+        self.consolidator = Consolidator(memory, mcfg, generate=generate,
                                          model=model, may_run=lambda: not self.governor.defer,
                                          clock=self.clock)
         self.runner.memory = MemoryAccess(memory, self.consolidator)
@@ -571,7 +546,7 @@ class Daemon:
                     delay = min(delay * 2, 5.0)
             for m in batch:
                 bus.ack(m)
-            for m, it, inbox_id in zip(batch, items, ids, strict=True):
+            for it, inbox_id in zip(items, ids, strict=True):
                 self.stats["in"] += 1
                 if inbox_id is None:
                     self.stats["duplicates"] += 1
@@ -586,10 +561,8 @@ class Daemon:
                 else:
                     self.stats["rejected"] += 1
                     outcome = it.error_code or "rejected"
-                route = self.router.route_for(m.topic)
-                self.metrics.inc("edged_ingest_total", {
-                    "route": route.topic if route else self.topics.inbound,
-                    "outcome": outcome}, help_="messages received, by route and outcome")
+                self.metrics.inc("edged_ingest_total", {"route": it.route, "outcome": outcome},
+                                 help_="messages received, by route and outcome")
                 if it.outbox and inbox_id is not None:
                     self._outbox_wake.set()
             if end:
@@ -616,7 +589,7 @@ class Daemon:
         reply_topic, rt_err = self._reply_topic(m, env, device)
         meta = Meta(device=device, reply_topic=reply_topic, correlation=m.correlation, qos=m.qos)
         inc = Incoming(key=key, key_is_content=content, topic=m.topic, payload=m.payload,
-                       meta=meta)
+                       meta=meta, route=route.topic if route else self.topics.inbound)
         if err is None and rt_err is not None:
             err = BadRequest("bad_reply_to", rt_err)
         if err is not None:

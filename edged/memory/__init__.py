@@ -8,12 +8,45 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
-from .consolidate import Consolidator, Decision
+from .consolidate import Consolidator, Decision, Generate
 from .recall import Memory
 from .store import KINDS, MemoryRow, MemoryStore, MemoryStoreError, Turn
 from .working import WorkingMemory
+
+
+async def open_embedder(cfg: Any, pool: Any) -> tuple[Any, str, Any]:
+    """(async embed function, the identity the memory database records, the loaded local
+    embedder or None) for ``memory.embedder``: a bundled / folder ONNX embedder loaded here,
+    or ``model:<alias>``, embeddings from a configured model through the pool."""
+    spec = cfg.memory.embedder
+    if spec.startswith("model:"):
+        alias = spec.split(":", 1)[1]
+        m = cfg.models[alias]
+        ident = f"{spec} ({m.backend} {m.path or m.base_url} {m.model or ''})".strip()
+        return (lambda texts: pool.embed(alias, texts)), ident, None
+    from ..models.embed import create_embedder
+
+    embedder = create_embedder(spec)
+    await asyncio.to_thread(embedder.load)
+    return (lambda texts: asyncio.to_thread(embedder.embed, texts)), spec, embedder
+
+
+def schema_generate(pool: Any, alias: str, *, priority: int = 1,
+                    model_for: Callable[[str], str] = lambda a: a) -> Generate:
+    """Consolidation's model call: a short answer under a JSON schema, at low priority
+    (after every request)."""
+    async def generate(prompt: str, schema: dict[str, Any]) -> str:
+        from ..models import GenerationRequest
+
+        gen = await pool.generate(model_for(alias), GenerationRequest(
+            prompt=prompt, json_schema=schema, max_tokens=16, temperature=0.0),
+            priority=priority)
+        return str(gen.text)
+    return generate
 
 
 class MemoryAccess:
@@ -40,4 +73,5 @@ class MemoryAccess:
 
 
 __all__ = ["KINDS", "Consolidator", "Decision", "Memory", "MemoryAccess", "MemoryRow",
-           "MemoryStore", "MemoryStoreError", "Turn", "WorkingMemory"]
+           "MemoryStore", "MemoryStoreError", "Turn", "WorkingMemory", "open_embedder",
+           "schema_generate"]
