@@ -12,11 +12,17 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from typing import Any
 
 log = logging.getLogger("edged.metrics")
 
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                   5.0, 10.0, 30.0, 60.0)
+# The stages a request passes, in order (each observed where it happens, see service.py).
+STAGES = ("ingest", "queue", "route", "agent", "memory", "tool", "model", "commit", "publish")
+WINDOW = 2048  # observations behind each stage's recent-quantile summary
+QUANTILES = (0.5, 0.95, 0.99)
 Labels = tuple[tuple[str, str], ...]
 
 
@@ -38,7 +44,31 @@ class Metrics:
         self.counters: dict[str, dict[Labels, float]] = {}
         self.hists: dict[str, dict[Labels, list[float]]] = {}  # bucket counts + sum + count
         self.help: dict[str, str] = {}
+        self.windows: dict[str, deque[float]] = {}
         self.started = time.time()
+
+    def stage(self, stage: str, seconds: float) -> None:
+        """One request's time in a pipeline stage: a histogram for Prometheus (rates,
+        long-range quantiles) and a window of the last observations for exact recent
+        quantiles without PromQL (what ``edged status`` and the benchmarks read)."""
+        seconds = max(0.0, seconds)
+        self.observe("edged_stage_seconds", seconds, {"stage": stage},
+                     help_="time spent per pipeline stage")
+        w = self.windows.get(stage)
+        if w is None:
+            w = self.windows[stage] = deque(maxlen=WINDOW)
+        w.append(seconds)
+
+    def stage_quantiles(self) -> dict[str, dict[str, float]]:
+        """``{stage: {"n": count in window, "p50": s, "p95": s, "p99": s}}`` in stage order."""
+        out: dict[str, dict[str, float]] = {}
+        order = {s: i for i, s in enumerate(STAGES)}
+        for stage in sorted(self.windows, key=lambda s: (order.get(s, len(order)), s)):
+            xs = sorted(self.windows[stage])
+            if xs:
+                out[stage] = {"n": len(xs), **{f"p{round(q * 100)}": _quantile(xs, q)
+                                               for q in QUANTILES}}
+        return out
 
     def inc(self, name: str, labels: dict[str, Any] | None = None, value: float = 1.0,
             help_: str = "") -> None:
@@ -88,6 +118,18 @@ class Metrics:
                 out.append(f"{name}_bucket{_fmt_labels(key, (('le', '+Inf'),))} {h[-1]:g}")
                 out.append(f"{name}_sum{_fmt_labels(key)} {h[-2]:.6f}")
                 out.append(f"{name}_count{_fmt_labels(key)} {h[-1]:g}")
+
+        quantiles = self.stage_quantiles()
+        if quantiles:
+            head("edged_stage_recent_seconds", "summary",
+                 f"time per pipeline stage over each stage's last {WINDOW} observations")
+            for stage, q in quantiles.items():
+                for qn in QUANTILES:
+                    lab = _fmt_labels((("quantile", f"{qn:g}"), ("stage", stage)))
+                    out.append(f"edged_stage_recent_seconds{lab} {q[f'p{round(qn * 100)}']:.6f}")
+                w = self.windows[stage]
+                out.append(f'edged_stage_recent_seconds_sum{{stage="{stage}"}} {sum(w):.6f}')
+                out.append(f'edged_stage_recent_seconds_count{{stage="{stage}"}} {len(w)}')
 
         d = daemon
         head("edged_messages_total", "counter",
@@ -144,6 +186,14 @@ class Metrics:
         if d.memory_status:
             gauge("edged_memories", d.memory_status.get("memories", 0), "long-term memories")
         return "\n".join(out) + "\n"
+
+
+def _quantile(sorted_xs: list[float], q: float) -> float:
+    """Linear-interpolated quantile of sorted samples."""
+    pos = (len(sorted_xs) - 1) * q
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_xs) - 1)
+    return sorted_xs[lo] + (sorted_xs[hi] - sorted_xs[lo]) * (pos - lo)
 
 
 async def serve_metrics(host: str, port: int, daemon: Any) -> None:

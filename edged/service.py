@@ -114,6 +114,8 @@ class Daemon:
         self.last_error = ""
         self.config_path: Any = None  # set by the CLI: SIGHUP re-reads it
         self.metrics = Metrics()
+        self.pool.on_timing = self.runner.on_timing = self.metrics.stage
+        self._accepted_at: dict[int, float] = {}  # inbox id -> when journaled (queue stage)
         self._reload_lock = asyncio.Lock()
         self._timer_wake = asyncio.Event()
         self.ready = asyncio.Event()
@@ -231,6 +233,7 @@ class Daemon:
         generate = schema_generate(
             self.pool, model, model_for=lambda m: self.governor.model_for(m, None)) \
             if model else None
+        memory.on_timing = self.metrics.stage
         self.memory = memory
         self.consolidator = Consolidator(memory, mcfg, generate=generate,
                                          model=model, may_run=lambda: not self.governor.defer,
@@ -546,12 +549,17 @@ class Daemon:
                     delay = min(delay * 2, 5.0)
             for m in batch:
                 bus.ack(m)
+            now, journaled = time.time(), time.perf_counter()
+            for m in batch:
+                self.metrics.stage("ingest", now - m.received)
             for it, inbox_id in zip(items, ids, strict=True):
                 self.stats["in"] += 1
                 if inbox_id is None:
                     self.stats["duplicates"] += 1
                     outcome = "duplicate"
                 elif it.outcome is None:
+                    if len(self._accepted_at) < 2 * self.cfg.delivery.max_pending:  # bounded
+                        self._accepted_at[inbox_id] = journaled
                     self._open += 1
                     self._work.set()
                     outcome = "accepted"
@@ -678,6 +686,10 @@ class Daemon:
 
     async def _process(self, row: InboxRow) -> None:
         t0 = time.perf_counter()
+        stage_time = self.metrics.stage
+        accepted = self._accepted_at.pop(row.id, None)
+        if accepted is not None:  # not after a restart or for a retry
+            stage_time("queue", t0 - accepted)
         meta = row.meta
         try:
             req = self._request(row)
@@ -687,7 +699,9 @@ class Daemon:
             return
         agent = meta.agent
         if agent == AUTO:
+            t_route = time.perf_counter()
             agent, meta.confidence = await self._choose_agent(req.text)
+            stage_time("route", time.perf_counter() - t_route)
             req.agent = agent
             req.route_confidence = meta.confidence
         stage = self.stages.get(agent)
@@ -695,7 +709,9 @@ class Daemon:
             if stage is None:
                 raise BadRequest("unknown_agent", f"agent {agent!r} is not available")
             ctx = Context(self.journal, row.id, self.emit)
+            t_agent = time.perf_counter()
             reply = await stage.handle(req, ctx)
+            stage_time("agent", time.perf_counter() - t_agent)
         except asyncio.CancelledError:
             await asyncio.shield(self.journal.release([row.id]))
             self._finish(row.id, open_=False)
@@ -722,7 +738,9 @@ class Daemon:
                 reply.confidence = meta.confidence
             out = OutRow(topic=meta.reply_topic, payload=msgspec.json.encode(reply),
                          priority=row.priority, kind="reply", props=_props(meta))
+            t_commit = time.perf_counter()
             await self.journal.complete(row.id, [out])
+            stage_time("commit", time.perf_counter() - t_commit)
             self.stats["processed"] += 1
             self.metrics.inc("edged_requests_total", {"agent": agent, "outcome": "ok"},
                              help_="requests processed, by agent and outcome")
@@ -793,8 +811,10 @@ class Daemon:
         inflight: dict[int, asyncio.Future[None]] = {}
         finished: asyncio.Queue[tuple[int, bool]] = asyncio.Queue()
 
-        def on_done(row_id: int, fut: asyncio.Future[None]) -> None:
+        def on_done(row_id: int, sent: float, fut: asyncio.Future[None]) -> None:
             ok = not fut.cancelled() and fut.exception() is None
+            if ok:
+                self.metrics.stage("publish", time.perf_counter() - sent)
             finished.put_nowait((row_id, ok))
 
         while True:
@@ -809,7 +829,8 @@ class Daemon:
                 fut = bus.publish(r.topic, r.payload, qos=r.qos, retain=r.retain,
                                   correlation=props.get("c"))
                 inflight[r.id] = fut
-                fut.add_done_callback(lambda f, i=r.id: on_done(i, f))
+                sent_at = time.perf_counter()
+                fut.add_done_callback(lambda f, i=r.id, t=sent_at: on_done(i, t, f))
             self._sending = len(inflight)
             if not rows or len(inflight) >= window:
                 waiter = asyncio.ensure_future(self._outbox_wake.wait())
@@ -857,6 +878,9 @@ class Daemon:
                             "memory": {k: v for k, v in self.memory_status.items()
                                        if k != "by_kind"},
                             "scheduler": self.scheduler.describe(),
+                            "latency_ms": {
+                                stage: [round(q["p50"] * 1e3, 2), round(q["p95"] * 1e3, 2)]
+                                for stage, q in self.metrics.stage_quantiles().items()},
                             **({"cloud": self.escalator.describe()}
                                if self.escalator is not None else {})})
         return msgspec.json.encode(st)

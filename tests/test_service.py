@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import httpx
+import pytest
 
 from edged import config
 from edged.messages import Reply
@@ -131,11 +132,22 @@ async def test_metrics_endpoint_is_scraped_with_a_real_client(broker, make_confi
         assert m["edged_up"] == 1 and m["edged_bus_connected"] == 1
         assert m["edged_rss_bytes"] > 10e6 and m["edged_pending_requests"] == 0
         assert 'edged_governor{flag="memory_pressure"}' in m
+        # per-stage latency: a histogram and exact recent quantiles, for every stage these
+        # echo requests passed (6 messages ingested, 5 processed; replies + error published)
+        assert m['edged_stage_seconds_count{stage="ingest"}'] == 6
+        for stage in ("queue", "agent", "commit"):
+            assert m[f'edged_stage_seconds_count{{stage="{stage}"}}'] == 5, stage
+            assert m[f'edged_stage_recent_seconds_count{{stage="{stage}"}}'] == 5, stage
+            p50 = m[f'edged_stage_recent_seconds{{quantile="0.5",stage="{stage}"}}']
+            p99 = m[f'edged_stage_recent_seconds{{quantile="0.99",stage="{stage}"}}']
+            assert 0 <= p50 <= p99 < 5, (stage, p50, p99)
+        assert m['edged_stage_seconds_count{stage="publish"}'] >= 6  # replies, error, status
+        assert 'edged_stage_seconds_count{stage="model"}' not in m  # echo uses no model
         assert (await client.get(f"http://127.0.0.1:{port}/")).status_code == 404
     # every sample line parses as "name{labels} value" with a HELP and TYPE for each family
     for line in r.text.splitlines():
         if line.startswith("# TYPE"):
-            assert line.split()[3] in ("counter", "gauge", "histogram")
+            assert line.split()[3] in ("counter", "gauge", "histogram", "summary")
 
 
 def _parse(text: str) -> dict[str, float]:
@@ -186,3 +198,21 @@ def test_sighup_reloads_config_and_rejects_an_invalid_one(tmp_path, broker, daem
         assert data["restart_needed"] == ["mqtt"] and data["routes"] == []
     assert d.proc.poll() is None
     assert "reload rejected" in d.tail(200)
+
+
+def test_stage_quantiles_are_exact_over_a_bounded_window():
+    from edged.metrics import WINDOW, Metrics
+
+    m = Metrics()
+    for ms in range(1, 101):  # 1..100 ms
+        m.stage("agent", ms / 1000)
+    m.stage("ingest", 0.002)
+    q = m.stage_quantiles()
+    assert list(q) == ["ingest", "agent"]  # pipeline order, not insertion order
+    assert q["agent"]["n"] == 100
+    assert q["agent"]["p50"] == pytest.approx(0.0505)
+    assert q["agent"]["p99"] == pytest.approx(0.09901)
+    for _ in range(WINDOW):  # old observations leave the window; the histogram keeps all
+        m.stage("agent", 0.5)
+    assert m.stage_quantiles()["agent"]["p50"] == 0.5
+    assert m.hists["edged_stage_seconds"][(("stage", "agent"),)][-1] == 100 + WINDOW

@@ -58,11 +58,17 @@ class Memory:
         self._thread = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="edged-memory")
         self._reembed_lock = asyncio.Lock()
+        # the daemon's metrics: ("memory", seconds) per record/recent/recall on a request's path
+        self.on_timing: Callable[[str, float], None] | None = None
 
     async def run(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
         """Run a store call on the memory thread."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._thread, lambda: fn(*args, **kw))
+
+    def _took(self, t0: float) -> None:
+        if self.on_timing is not None:
+            self.on_timing("memory", time.perf_counter() - t0)
 
     async def open(self) -> int:
         """Open the database and register the embedder; returns memories to re-embed."""
@@ -85,12 +91,17 @@ class Memory:
 
     async def record(self, scope: str, session: str, request_id: str, user: str,
                      assistant: str, tools: list[dict[str, Any]] | None = None) -> None:
+        t0 = time.perf_counter()
         await self.run(self.store.add_turns, scope, session, request_id, user, assistant, tools)
+        self._took(t0)
 
     async def recent(self, session: str, *, within_s: float | None = None) -> list[Turn]:
+        t0 = time.perf_counter()
         since = self.clock() - within_s if within_s is not None else None
-        return await self.run(self.store.recent_turns, session, max_turns=self.cfg.max_turns,
-                              max_tokens=self.cfg.turn_tokens, since=since)
+        turns = await self.run(self.store.recent_turns, session, max_turns=self.cfg.max_turns,
+                               max_tokens=self.cfg.turn_tokens, since=since)
+        self._took(t0)
+        return turns
 
     # -- long-term -----------------------------------------------------------------------------
 
@@ -100,6 +111,7 @@ class Memory:
                      ) -> list[MemoryRow]:
         """The k best memories of ``scope`` for ``query`` (see the module doc for the
         weighting); marks them used."""
+        t0 = time.perf_counter()
         k = k or self.cfg.recall_k
         floor = self.cfg.min_similarity if min_similarity is None else min_similarity
         [vec] = await self.embed([query])
@@ -110,6 +122,7 @@ class Memory:
         best = rank(rows, self.clock())[:k]
         if best and touch:
             await self.run(self.store.touch, [m.id for m in best])
+        self._took(t0)
         return best
 
     async def remember(self, scope: str, text: str, kind: str = "fact", *,

@@ -102,6 +102,8 @@ class ModelPool:
         self._idle = asyncio.Condition()
         self.threads_cap: int | None = None  # thermal policy: at most this many threads
         self.stats = {"loads": 0, "unloads": 0, "evictions": 0, "refused": 0}
+        # the daemon's metrics: ("model", seconds) per generation, waiting and loading included
+        self.on_timing: Callable[[str, float], None] | None = None
 
     # -- public API -----------------------------------------------------------------------------
 
@@ -116,6 +118,7 @@ class ModelPool:
                        on_token: Callable[[str], None] | None = None) -> Generation:
         """Generate with a model, loading it first if needed. ``on_token`` runs on the loop."""
         slot = self._slot(alias)
+        t0 = time.perf_counter()
         await self._acquire(slot, priority)
         try:
             await self._ensure_loaded(slot)
@@ -130,6 +133,8 @@ class ModelPool:
             slot.generations += 1
             slot.tokens += gen.completion_tokens
             slot.gen_seconds += gen.seconds
+            if self.on_timing is not None:
+                self.on_timing("model", time.perf_counter() - t0)
             return gen
         finally:
             await self._release(slot)

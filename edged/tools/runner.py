@@ -45,6 +45,7 @@ class ToolRunner:
         self.default_timeout_s = default_timeout_s
         self._emit = emit
         self.stats = {"calls": 0, "errors": 0, "refused": 0, "timeouts": 0}
+        self.on_timing: Callable[[str, float], None] | None = None  # ("tool", seconds)
 
     def visible(self, patterns: list[str] | None) -> list[Tool]:
         return self.registry.matching(patterns)
@@ -60,8 +61,10 @@ class ToolRunner:
                                  "arguments": _dump(arguments)}
 
         async def finish(outcome: str, result: Any, detail: str = "") -> ToolCall:
-            audit.update(outcome=outcome, detail=detail[:500],
-                         duration_ms=round((time.perf_counter() - t0) * 1000, 2))
+            took = time.perf_counter() - t0
+            audit.update(outcome=outcome, detail=detail[:500], duration_ms=round(took * 1000, 2))
+            if self.on_timing is not None:
+                self.on_timing("tool", took)
             if self.journal is not None:
                 try:
                     await self.journal.audit(**audit)
