@@ -87,6 +87,13 @@ def _connect(c: Any, host: str, port: int, timeout: float) -> None:
         raise SystemExit(f"edged: cannot connect to the broker at {host}:{port}")
 
 
+def _close(c: Any) -> None:
+    """Disconnect, then stop the loop: in this order the DISCONNECT wakes paho's network
+    thread at once (the other way round, ``loop_stop`` waits out its 1 s select)."""
+    c.disconnect()
+    c.loop_stop()
+
+
 def cmd_ask(args: argparse.Namespace) -> int:
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
@@ -122,8 +129,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
     c.publish(f"{prefix}/in/{args.device}", json.dumps(envelope).encode(), qos=1,
               properties=props)
     ok = done.wait(args.timeout)
-    c.loop_stop()
-    c.disconnect()
+    _close(c)
     if not ok:
         print(f"edged: no reply within {args.timeout:g} s (is edged running on {cfg.mqtt.url}?)",
               file=sys.stderr)
@@ -164,8 +170,7 @@ def _read_status(cfg: config.Config, timeout: float) -> bytes | None:
     _connect(c, host, port, timeout)
     c.subscribe(f"{cfg.mqtt.topic_prefix}/status", qos=1)
     done.wait(timeout)
-    c.loop_stop()
-    c.disconnect()
+    _close(c)
     return got.get("payload")
 
 
@@ -214,8 +219,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     if cloud:
         print(f"  cloud: {cloud.get('state', '?')}, {cloud.get('answered', 0)} answered, "
               f"{cloud.get('waiting', 0)} waiting, {cloud.get('followups', 0)} follow-ups")
+    lat = d.get("latency_ms") or {}
+    if lat:
+        print("  latency p50/p95 ms: " + ", ".join(
+            f"{stage} {_ms(p50)}/{_ms(p95)}" for stage, (p50, p95) in lat.items()))
     print(f"  last error: {d.get('last_error') or d.get('bus_error') or 'none'}")
     return 0 if st.get("state") == "online" else 1
+
+
+def _ms(v: float) -> str:
+    return f"{v:.0f}" if v >= 100 else f"{v:.1f}" if v >= 1 else f"{v:.2f}"
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:

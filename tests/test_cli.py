@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -250,11 +251,20 @@ async def test_status_and_ask_with_daemon_running(broker: Broker,
     assert status.returncode == 0, status.stderr
     st = json.loads(status.stdout)
     assert st["state"] == "online" and st["client_id"] == "edged-test"
+    deadline = time.monotonic() + 20
+    while "agent" not in st["detail"].get("latency_ms", {}):  # the next status has the ask
+        assert time.monotonic() < deadline, st
+        status = await asyncio.to_thread(run_cli, "status", "-c", str(cfg), "--json")
+        st = json.loads(status.stdout)
+    p50, p95 = st["detail"]["latency_ms"]["agent"]
+    assert 0 <= p50 <= p95
     text = await asyncio.to_thread(run_cli, "status", "-c", str(cfg))
     assert text.returncode == 0, text.stderr
     lines = text.stdout.splitlines()
     assert "ONLINE" in lines[0] and lines[-1] == "  last error: none"
     assert any(ln.startswith("  queue: 0 pending") for ln in lines)
+    lat = next(ln for ln in lines if ln.startswith("  latency p50/p95 ms: "))
+    assert "ingest " in lat and "agent " in lat and "publish " in lat, lat
 
 
 def test_status_unreachable_broker(tmp_path: Path) -> None:
