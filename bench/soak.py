@@ -1,17 +1,27 @@
 """Soak: mixed load for N minutes with broker restarts; lost messages and RSS growth.
 
-A daemon process (echo agent, a sink route, the house tools off so that the load is the
-delivery spine itself) takes a steady mix from several device peers: JSON requests that need
-a reply, sink telemetry, and some bad input (which gets an error reply). Every
-``--restart-every`` seconds the broker is restarted (SIGTERM, then SIGKILL every third time).
-At the end the peers wait for the backlog to drain and count:
+A daemon process runs the house assistant as it ships (the example plugins, SmolLM2-135M
+through llama.cpp, MiniLM embeddings, long-term memory with consolidation every minute) next
+to the built-in echo agent and a sink route. Several device peers send a steady mix:
+
+- house requests (the agent-eval commands: lights, heating, locks, notes, timers, memory),
+  which run tools, write the journal's step log and the memory database;
+- echo requests (the delivery spine alone), sink telemetry, and some bad input (which gets
+  an error reply and a dead-letter copy).
+
+Every ``--restart-every`` seconds the broker is restarted (SIGTERM, then SIGKILL every third
+time); ``--idle-unload`` makes the model unload when idle and load again on the next use. At
+the end the peers wait for the backlog to drain and count:
 
 - lost: requests sent (PUBACKed by the broker) without a reply (target 0);
 - duplicates: replies beyond one per request id;
-- RSS of the daemon, sampled every 5 s; growth after the warm-up (first 20% of the run) as
-  % per hour from a least-squares line (target < 5%/h).
+- RSS of the daemon, sampled every 5 s with whether a model was loaded; growth after the
+  warm-up (first 20% of the run) as % per hour from a least-squares line (target < 5%/h),
+  also for the samples with and without the model loaded on their own (a loaded model adds
+  ~120 MB, so a load late in the run is not a leak);
+- the daemon's own per-stage latency quantiles at the end (its /metrics summary).
 
-    .venv/bin/python bench/soak.py [--minutes 10] [--rate 50] [--restart-every 60]
+    .venv/bin/python bench/soak.py [--minutes 10] [--rate 40] [--restart-every 60]
 """
 
 from __future__ import annotations
@@ -20,17 +30,55 @@ import argparse
 import json
 import sys
 import tempfile
-import threading
 import time
+import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._runner import Bench  # noqa: E402
-from tests.harness import Broker, DaemonProcess, Peer, write_config  # noqa: E402
+from bench._runner import ROOT, Bench  # noqa: E402
+from tests.harness import Broker, DaemonProcess, Peer, free_port, write_config  # noqa: E402
+
+CASES = ROOT / "tests" / "data" / "agent_eval.jsonl"
+
+HOUSE = """
+[models.small]
+backend = "llama_cpp"
+path = "bundled:smollm2-135m"
+context = 1024
+threads = 1
+
+[resources]
+idle_unload_s = {idle_unload}
+
+[agents.house]
+model = "small"
+description = "Controls lights, heating, locks, notes and timers, and tells the time."
+tools = ["home.*", "notes.*", "locks.*", "timers.*", "clock.*", "system.*", "gateway.*",
+         "memory.*"]
+
+[router]
+default_agent = "house"
+
+[plugins]
+dirs = [{plugins}]
+
+[memory]
+embedder = "bundled:minilm-l6-int8"
+consolidate_every_s = 60
+
+[metrics]
+enabled = true
+listen = "127.0.0.1:{metrics_port}"
+
+[[routes]]
+topic = "sensors/#"
+agent = "sink"
+"""
 
 
 def slope_pct_per_hour(samples: list[tuple[float, float]]) -> float:
+    """Least-squares growth of ``(seconds, bytes)`` samples as % of their mean per hour."""
     n = len(samples)
     if n < 2:
         return 0.0
@@ -43,65 +91,116 @@ def slope_pct_per_hour(samples: list[tuple[float, float]]) -> float:
     return b * 3600 / my * 100
 
 
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        return r.read().decode()
+
+
+def metric(text: str, name: str, default: float = 0.0) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return default
+
+
+def stage_quantiles(text: str) -> dict[str, dict[str, float]]:
+    """``edged_stage_recent_seconds{quantile="0.5",stage="agent"} 0.01`` -> ms by stage."""
+    out: dict[str, dict[str, float]] = {}
+    for line in text.splitlines():
+        if not line.startswith("edged_stage_recent_seconds{quantile="):
+            continue
+        labels, value = line.rsplit(" ", 1)
+        q = labels.split('quantile="', 1)[1].split('"', 1)[0]
+        stage = labels.split('stage="', 1)[1].split('"', 1)[0]
+        out.setdefault(stage, {})[f"p{round(float(q) * 100)}"] = float(value) * 1e3
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--minutes", type=float, default=10.0)
-    ap.add_argument("--rate", type=float, default=50.0, help="requests per second in all")
+    ap.add_argument("--rate", type=float, default=40.0, help="messages per second in all")
     ap.add_argument("--restart-every", type=float, default=60.0)
+    ap.add_argument("--idle-unload", type=int, default=120,
+                    help="model idle unload, seconds (0: never)")
     args = ap.parse_args()
     import psutil
 
+    cases = [json.loads(ln) for ln in CASES.read_text().splitlines()
+             if ln.strip() and not ln.lstrip().startswith("#")]
     bench = Bench("soak")
-    bench.param(minutes=args.minutes, rate=args.rate, restart_every_s=args.restart_every)
+    bench.param(minutes=args.minutes, rate=args.rate, restart_every_s=args.restart_every,
+                idle_unload_s=args.idle_unload, house_cases=len(cases),
+                mix="per 20: 4 house, 10 echo, 5 sink telemetry, 1 bad payload")
     work = Path(tempfile.mkdtemp(prefix="edged-soak-"))
+    (work / "state").mkdir()
     broker = Broker().start()
-    cfg = write_config(work / "edged.toml", broker, db=work / "edged.db",
-                       extra='[[routes]]\ntopic = "sensors/#"\nagent = "sink"\n')
-    daemon = DaemonProcess(cfg, work).start(timeout=60)
+    mport = free_port()
+    cfg = write_config(work / "edged.toml", broker, db=work / "state" / "edged.db",
+                       extra=HOUSE.format(idle_unload=args.idle_unload, metrics_port=mport,
+                                          plugins=json.dumps(str(ROOT / "plugins"))))
+    daemon = DaemonProcess(cfg, work).start(timeout=120)
     proc = psutil.Process(daemon.pid)
     replies = Peer(broker.port, client_id="soak-replies", persistent=True).connect()
     replies.subscribe("edged/out/+")
     sender = Peer(broker.port, client_id="soak-sender").connect()
     sent: list[str] = []
-    rss: list[tuple[float, float]] = []
+    rss: list[tuple[float, float, bool]] = []  # (s since start, bytes, a model loaded)
     restarts = 0
+    kinds = {"house": 0, "echo": 0, "sink": 0, "bad": 0}
     t0 = time.monotonic()
     end = t0 + args.minutes * 60
     next_restart = t0 + args.restart_every
     next_sample = t0
     i = 0
-    stop = threading.Event()
+    text = ""
     try:
         while time.monotonic() < end:
             now = time.monotonic()
             if now >= next_sample:
-                rss.append((now - t0, proc.memory_info().rss))
+                loaded = False
+                try:
+                    loaded = metric(scrape(mport), 'edged_model_loaded{model="small"}') > 0
+                except OSError:
+                    pass
+                rss.append((now - t0, proc.memory_info().rss, loaded))
                 next_sample = now + 5
             if now >= next_restart:
                 restarts += 1
                 broker.restart(hard=restarts % 3 == 0)
                 sender.connected.wait(30)
                 next_restart = time.monotonic() + args.restart_every
-            kind = i % 10
+            slot = i % 20
             try:
-                if kind < 6:
+                if slot in (0, 5, 10, 15):
+                    case = cases[(i // 5) % len(cases)]
+                    rid = f"h{i}"
+                    body = {"id": rid, "text": case["text"], "session": f"soak-{case['device']}"}
+                    sender.publish(f"edged/in/{case['device']}", json.dumps(body), wait=True)
+                    sent.append(rid)
+                    kind = "house"
+                elif slot < 15:
                     rid = f"s{i}"
-                    sender.publish(f"edged/in/dev{i % 7}", json.dumps({"id": rid, "text": "hi"}),
+                    sender.publish(f"edged/in/dev{i % 7}",
+                                   json.dumps({"id": rid, "text": "hi", "agent": "echo"}),
                                    wait=True)
                     sent.append(rid)
-                elif kind < 9:
+                    kind = "echo"
+                elif slot < 19:
                     sender.publish(f"sensors/dev{i % 7}/temp", json.dumps({"t": i}), wait=True)
+                    kind = "sink"
                 else:
-                    rid = f"b{i}"
-                    sender.publish(f"edged/in/dev{i % 7}", b"\xff\xfe" + rid.encode(),
+                    sender.publish(f"edged/in/dev{i % 7}", b"\xff\xfe" + f"b{i}".encode(),
                                    wait=True)
+                    kind = "bad"
             except (RuntimeError, ValueError, OSError):
                 continue  # not PUBACKed while the broker restarted: not counted as sent
+            kinds[kind] += 1
             i += 1
             time.sleep(max(0.0, 1 / args.rate - (time.monotonic() - now)))
         # drain: every counted request must get its reply
         want = set(sent)
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 180
         got: dict[str, int] = {}
         while time.monotonic() < deadline:
             got = {}
@@ -117,20 +216,42 @@ def main() -> None:
             time.sleep(1)
         lost = len(want) - len(got)
         dups = sum(c - 1 for c in got.values())
-        warm = [s for s in rss if s[0] >= 0.2 * args.minutes * 60]
-        bench.record("requests sent (PUBACKed)", len(want), "msgs")
+        try:
+            text = scrape(mport)
+        except OSError:
+            text = ""
+        warm_from = 0.2 * args.minutes * 60
+        warm = [(t, v) for t, v, _ in rss if t >= warm_from]
+        with_model = [(t, v) for t, v, m in rss if t >= warm_from and m]
+        without = [(t, v) for t, v, m in rss if t >= warm_from and not m]
+        bench.record("requests sent (PUBACKed)", len(want), "msgs", **kinds)
         bench.record("lost (no reply)", lost, "msgs")
         bench.record("duplicate replies", dups, "msgs")
         bench.record("broker restarts", restarts, "")
+        bench.record("model loads", metric(text, "edged_model_loads_total"), "")
+        bench.record("tool calls", metric(text, 'edged_tool_calls_total{outcome="calls"}'), "")
+        bench.record("memories at end", metric(text, "edged_memories"), "")
         bench.record("RSS at end", rss[-1][1] / 2**20 if rss else 0, "MB")
-        bench.record("RSS growth after warm-up", slope_pct_per_hour(warm), "%/h")
+        bench.record("RSS max", max(v for _, v, _ in rss) / 2**20 if rss else 0, "MB")
+        bench.record("RSS growth after warm-up", slope_pct_per_hour(warm), "%/h",
+                     samples=len(warm))
+        for name, part in (("model loaded", with_model), ("no model loaded", without)):
+            span = part[-1][0] - part[0][0] if len(part) > 1 else 0
+            if len(part) >= 10 and span >= 0.25 * (args.minutes * 60 - warm_from):
+                bench.record(f"RSS growth after warm-up, {name}", slope_pct_per_hour(part),
+                             "%/h", samples=len(part))
+        stages = stage_quantiles(text)
+        bench.param(rss_series=[(round(t, 1), round(v / 2**20, 2), m) for t, v, m in rss],
+                    stages_ms=stages)
     finally:
-        stop.set()
         sender.close()
         replies.close()
         daemon.terminate()
         broker.stop()
     bench.finish()
+    if stages:
+        print("daemon stage latency at the end (ms, last 2048 each): " + ", ".join(
+            f"{s} p50 {q['p50']:.2f} p95 {q['p95']:.2f}" for s, q in stages.items()))
 
 
 if __name__ == "__main__":
