@@ -5,7 +5,11 @@ paho client that republishes each request on its MQTT v5 response topic (the lea
 request/reply service must do); edged runs its full durable path with the built-in ``echo``
 agent. The ratio is the price of "nothing lost, nothing twice" per request.
 
-    .venv/bin/python bench/latency.py [--n 500]
+Then the whole ``edged ask`` command (a new process: start, connect, subscribe, request,
+reply, disconnect) against ``mosquitto_rr`` (the C request/response client) asking the same
+daemon, interleaved round by round: what the CLI adds to a bare MQTT request.
+
+    .venv/bin/python bench/latency.py [--n 500] [--asks 15]
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._runner import Bench, Timing  # noqa: E402
+from bench._runner import Bench, Timing, time_commands  # noqa: E402
 from tests.harness import Broker, DaemonProcess, Peer, write_config  # noqa: E402
 
 RESPONDER = """
@@ -67,6 +71,7 @@ def round_trips(port: int, topic: str, n: int) -> Timing:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=500)
+    ap.add_argument("--asks", type=int, default=15, help="runs of each command")
     args = ap.parse_args()
     bench = Bench("latency")
     bench.param(n=args.n, qos=1, agent="echo")
@@ -84,12 +89,21 @@ def main() -> None:
             raise SystemExit("bare responder did not start")
         base = round_trips(broker.port, "bare/in/dev", args.n)
         cfg = write_config(work / "edged.toml", broker, db=work / "edged.db",
-                           delivery="rate_per_s = 0")
+                           # mosquitto_rr repeats one payload without an id: no dedup
+                           delivery="rate_per_s = 0\ndedup_window_s = 0.001")
         daemon = DaemonProcess(cfg, work).start()
         edged = round_trips(broker.port, "edged/in/dev", args.n)
         bench.record_timing("bare paho responder", base, unit="ms")
         bench.record_timing("edged echo (journal+outbox)", edged, unit="ms",
                             baseline=base, baseline_name="bare paho")
+        cmds = {"mosquitto_rr": ["mosquitto_rr", "-p", str(broker.port), "-q", "1",
+                                 "-t", "edged/in/cli", "-e", "bench/rr", "-m", "hi", "-W", "10"],
+                "edged ask": [sys.executable, "-m", "edged", "ask", "hi", "-c", str(cfg),
+                              "--device", "cli", "--timeout", "10"]}
+        t = time_commands(cmds, args.asks, warmup=2)
+        bench.record_timing("mosquitto_rr (whole command)", t["mosquitto_rr"])
+        bench.record_timing("edged ask (whole command)", t["edged ask"],
+                            baseline=t["mosquitto_rr"], baseline_name="mosquitto_rr")
     finally:
         if daemon:
             daemon.kill()
