@@ -127,6 +127,9 @@ class ModelConfig(_Section):
     model: str | None = None
     api_key_file: str | None = None
     timeout_s: PosFloat = 60.0
+    # llama_cpp: RAM for the model's state after recent prompts, so that a prompt starting
+    # like an earlier one (the same tool's examples) skips re-reading that part; 0: off
+    prompt_cache_mb: NonNegInt = 32
 
 
 class ResourcesConfig(_Section):

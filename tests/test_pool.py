@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 
+import msgspec
 import pytest
 
 from edged.config import ModelConfig, ResourcesConfig
@@ -280,3 +281,44 @@ async def test_llama_cpp_embeddings_through_the_pool(pool_factory):
     dot = lambda x, y: sum(i * j for i, j in zip(x, y, strict=True))  # noqa: E731
     assert len(a) == 576 and abs(dot(a, a) - 1.0) < 1e-3  # SmolLM2's width, normalised
     assert dot(a, b) > dot(a, c)
+
+
+def test_prompt_cache_resumes_from_the_longest_cached_prefix():
+    """Two tools' few-shot prompts alternate: with the cache the model reads only what
+    follows the shared examples; without it, every prompt in full. Same answers either way."""
+    from edged.models import create_backend
+
+    head_a = ("Tool: notes.add: Add a note to the household notes.\nFill in the missing "
+              "values.\nRequest: note that the plumber comes on friday\nValues: "
+              '{"text": "the plumber comes on friday"}\nRequest: remember to buy milk\n'
+              'Values: {"text": "buy milk"}\n')
+    head_b = ("Pick the action that does what the request asks.\n- home.set_light: Switch "
+              "a light on or off.\n- home.read_sensor: Read a sensor in a room.\n")
+    prompts = [head_a + "Request: buy eggs\nValues: ", head_b + "Request: is it warm\n"
+               "Action: ", head_a + "Request: call the vet about the cat\nValues: "]
+    schema = {"type": "object", "properties": {"text": {"type": "string", "maxLength": 30}},
+              "required": ["text"], "additionalProperties": False}
+    runs = {}
+    for mb in (0, 32):
+        be = create_backend("small", msgspec.structs.replace(SMOL, prompt_cache_mb=mb))
+        be.load()
+        try:
+            llm = be._llm
+            evaluated: list[int] = []
+            real_eval = llm.eval
+            llm.eval = lambda toks, real=real_eval, seen=evaluated: (seen.append(len(toks)),
+                                                                     real(toks))[1]
+            out = []
+            for p in prompts:
+                evaluated.clear()
+                gen = be.generate(GenerationRequest(prompt=p, max_tokens=40, temperature=0.0,
+                                                    json_schema=schema), None)
+                out.append((gen.text, evaluated[0], len(llm.tokenize(p.encode()))))
+            runs[mb] = out
+        finally:
+            be.unload()
+    (text_off, read_off, n3), (text_on, read_on, _) = runs[0][2], runs[32][2]
+    assert read_off == n3  # after prompt 2 nothing is shared: the whole prompt is read
+    assert read_on < n3 * 0.4, (read_on, n3)  # only the new request after head_a's state
+    assert [t for t, _, _ in runs[0]] == [t for t, _, _ in runs[32]]
+    assert text_on == text_off
