@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -76,6 +77,8 @@ def main() -> None:
                     samples.append(time.perf_counter() - t0)
         with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5) as resp:
             stages = stage_quantiles(resp.read().decode())
+        status = subprocess.run([sys.executable, "-m", "edged", "status", "-c", str(cfg)],
+                                capture_output=True, text=True, timeout=30).stdout
     finally:
         p.close()
         daemon.terminate()
@@ -89,8 +92,9 @@ def main() -> None:
         bench.record(f"stage {stage} p50", q["p50"], "ms", p95=q["p95"], p99=q["p99"])
     e2e_ms = {f"p{k}": v * 1e3 for k, v in
               (("50", e2e.p50), ("95", e2e.p95), ("99", _p99(e2e.samples)))}
-    bench.param(stages_ms=stages, end_to_end_ms=e2e_ms)
+    bench.param(stages_ms=stages, end_to_end_ms=e2e_ms, status=status)
     bench.finish()
+    print("\n$ edged status\n" + status)
 
 
 def _p99(xs: list[float]) -> float:
