@@ -95,11 +95,13 @@ def _close(c: Any) -> None:
     c.loop_stop()
 
 
-def cmd_ask(args: argparse.Namespace) -> int:
+def _round_trip(cfg: config.Config, envelope: dict[str, Any], device: str,
+                timeout: float) -> tuple[bytes | None, float]:
+    """Send one request to ``<prefix>/in/<device>`` and wait for its reply: (payload or None
+    on timeout, milliseconds from publish to reply)."""
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
 
-    cfg = _load(args)
     c, host, port, v5 = _mqtt_client(cfg, "edged-ask")
     prefix = cfg.mqtt.topic_prefix
     req_id = uuid.uuid4().hex[:16]
@@ -114,47 +116,74 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
     c.on_message = on_message
     c.on_subscribe = lambda *a: subscribed.set()
-    _connect(c, host, port, args.timeout)
+    _connect(c, host, port, timeout)
     c.subscribe(reply_topic, qos=1)
-    if not subscribed.wait(args.timeout):
+    if not subscribed.wait(timeout):
         raise SystemExit("edged: the broker did not confirm the reply subscription")
-    envelope: dict[str, Any] = {"id": req_id, "text": args.text, "reply_to": reply_topic}
-    if args.agent:
-        envelope["agent"] = args.agent
     props = None
     if v5:
         props = Properties(PacketTypes.PUBLISH)
         props.ResponseTopic = reply_topic
         props.CorrelationData = req_id.encode()
     t0 = time.perf_counter()
-    c.publish(f"{prefix}/in/{args.device}", json.dumps(envelope).encode(), qos=1,
+    c.publish(f"{prefix}/in/{device}",
+              json.dumps({"id": req_id, **envelope, "reply_to": reply_topic}).encode(), qos=1,
               properties=props)
-    ok = done.wait(args.timeout)
+    ok = done.wait(timeout)
     _close(c)
-    if not ok:
-        print(f"edged: no reply within {args.timeout:g} s (is edged running on {cfg.mqtt.url}?)",
+    return (got["payload"] if ok else None), (time.perf_counter() - t0) * 1000
+
+
+def _reply_or_error(payload: bytes | None, cfg: config.Config, timeout: float
+                    ) -> tuple[dict[str, Any] | None, int]:
+    """The decoded reply and 0, or None and the exit code after printing why."""
+    if payload is None:
+        print(f"edged: no reply within {timeout:g} s (is edged running on {cfg.mqtt.url}?)",
               file=sys.stderr)
-        return 2
-    elapsed = (time.perf_counter() - t0) * 1000
-    payload = got["payload"]
-    if args.json:
-        print(payload.decode("utf-8", "replace"))
+        return None, 2
     try:
         reply = json.loads(payload)
     except ValueError:
         reply = {"text": payload.decode("utf-8", "replace")}
-    if "error" in reply:
-        if not args.json:
-            print(f"error {reply['error'].get('code')}: {reply['error'].get('message')}",
-                  file=sys.stderr)
-        return 1
-    if not args.json:
-        print(reply.get("text", ""))
-        for call in reply.get("tool_calls") or []:
-            print(f"  tool {call.get('tool')}({json.dumps(call.get('arguments'))}) -> "
-                  f"{json.dumps(call.get('result'))}")
-        print(f"  [{reply.get('agent')}, {elapsed:.0f} ms]", file=sys.stderr)
+    if isinstance(reply, dict) and "error" in reply:
+        err = reply["error"] if isinstance(reply["error"], dict) else {}
+        print(f"error {err.get('code')}: {err.get('message')}", file=sys.stderr)
+        return None, 1
+    return reply if isinstance(reply, dict) else {"text": str(reply)}, 0
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    envelope: dict[str, Any] = {"text": args.text}
+    if args.agent:
+        envelope["agent"] = args.agent
+    payload, elapsed = _round_trip(cfg, envelope, args.device, args.timeout)
+    if args.json and payload is not None:
+        print(payload.decode("utf-8", "replace"))
+        try:
+            return 1 if "error" in json.loads(payload) else 0
+        except ValueError:
+            return 0
+    reply, rc = _reply_or_error(payload, cfg, args.timeout)
+    if reply is None:
+        return rc
+    print(reply.get("text", ""))
+    for call in reply.get("tool_calls") or []:
+        print(f"  tool {call.get('tool')}({json.dumps(call.get('arguments'))}) -> "
+              f"{json.dumps(call.get('result'))}")
+    print(f"  [{reply.get('agent')}, {elapsed:.0f} ms]", file=sys.stderr)
     return 0
+
+
+def cmd_models_control(args: argparse.Namespace) -> int:
+    """``edged models load|unload ALIAS``: ask the running daemon (its ``models`` agent)."""
+    cfg = _load(args)
+    data: dict[str, Any] = {"action": args.models_command, "model": args.alias}
+    payload, _ = _round_trip(cfg, {"agent": "models", "data": data}, args.device, args.timeout)
+    reply, rc = _reply_or_error(payload, cfg, args.timeout)
+    if reply is not None:
+        print(reply.get("text", ""))
+    return rc
 
 
 def _read_status(cfg: config.Config, timeout: float) -> bytes | None:
@@ -560,12 +589,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print the raw reply JSON")
     s.set_defaults(func=cmd_ask)
 
-    s = sub.add_parser("models", parents=[common], help="models: list, prepare")
+    s = sub.add_parser("models", parents=[common],
+                       help="models: list, load, unload, prepare")
     msub = s.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     m = msub.add_parser("list", parents=[common],
                         help="configured models, files, sizes, loaded state and RSS")
     m.add_argument("--timeout", type=float, default=2.0)
     m.set_defaults(func=cmd_models_list)
+    for action, what in (("load", "load a model in the running daemon now"),
+                         ("unload", "unload a model from the running daemon now")):
+        m = msub.add_parser(action, parents=[common], help=what)
+        m.add_argument("alias")
+        m.add_argument("--device", default="cli", help="the device id the request comes "
+                       f"from (the ACL checks models.{action} for it)")
+        m.add_argument("--timeout", type=float, default=60.0)
+        m.set_defaults(func=cmd_models_control)
     m = msub.add_parser("prepare", parents=[common],
                         help="check model files against published hashes, load once, warm up")
     m.add_argument("alias", nargs="*", help="configured models (default: all local ones "

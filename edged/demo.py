@@ -92,7 +92,7 @@ default_agent = "house"
 embedder = "bundled:minilm-l6-int8"
 [[acl]]
 match = "edged/in/kids-tablet"
-deny = ["locks.*"]
+deny = ["locks.*", "models.*"]
 """
 
 

@@ -24,6 +24,7 @@ import msgspec
 
 from . import __version__
 from .agents import Context, EchoAgent, Stage
+from .agents.admin import ModelsAgent
 from .agents.selector import CentroidIndex, tool_leads
 from .agents.tool_agent import ToolAgent
 from .bus.client import Inbound, MQTTBus, Will
@@ -98,6 +99,7 @@ class Daemon:
                                  default_timeout_s=cfg.plugins.tool_timeout_s, emit=self.emit,
                                  state_dir=cfg.db_path.parent, publish=self.publish,
                                  scheduler=self)
+        self.stages.setdefault("models", ModelsAgent(self.pool, lambda: self.runner.acl))
         self.escalator: Escalator | None = Escalator(
             cfg.cloud, self.journal, runner=self.runner, emit=self.emit,
             wake_outbox=self._wake_sender, clock=clock) if cfg.cloud.enabled else None

@@ -23,7 +23,7 @@ import edged
 from edged import cli, extras, logs
 from edged.extras import MissingExtra
 
-from .harness import ROOT, Broker, free_port
+from .harness import ROOT, Broker, free_port, peer
 
 WORKING = ["run", "check-config", "ask", "models", "tools", "memory", "status", "demo"]
 HEAVY = ["llama_cpp", "onnxruntime", "onnxruntime_genai", "torch", "numpy"]
@@ -331,3 +331,37 @@ def test_models_prepare_refuses_a_damaged_file_and_reports_one_that_does_not_loa
     assert r.returncode == 0 and "matches the m.gguf.sha256" in r.stdout, r.stdout
     r = run_cli("models", "prepare", "nope", "-c", str(cfg))
     assert r.returncode == 2 and "no model named 'nope'; configured: m" in r.stderr
+
+
+async def test_models_load_and_unload_ask_the_running_daemon_under_the_acl(
+        broker: Broker, make_config: Callable[..., Path],
+        run_daemon: Callable[..., Any]) -> None:
+    cfg = make_config(extra='[models.small]\nbackend = "llama_cpp"\n'
+                            'path = "bundled:smollm2-135m"\ncontext = 512\nthreads = 1\n'
+                            '[[acl]]\nmatch = "kids-tablet"\ndeny = ["models.*"]\n')
+    daemon = await run_daemon(cfg)
+
+    async def cli(*a: str) -> subprocess.CompletedProcess[str]:
+        return await asyncio.to_thread(run_cli, "models", *a, "-c", str(cfg))
+
+    with peer(broker.port) as p:
+        p.subscribe("edged/dlq")
+        r = await cli("load", "small")
+        assert r.returncode == 0, r.stderr
+        assert re.fullmatch(r"loaded small in [\d.]+ s, \+\d+ MB RSS\n", r.stdout), r.stdout
+        assert daemon.pool.loaded() == ["small"]
+        r = await cli("unload", "small")
+        assert (r.returncode, r.stdout) == (0, "unloaded small\n")
+        assert daemon.pool.loaded() == []
+        assert (await cli("unload", "small")).stdout == "small was not loaded\n"
+        r = await cli("load", "nope")
+        assert r.returncode == 1
+        assert "no model named 'nope'; configured: small" in r.stderr
+        r = await cli("load", "small", "--device", "kids-tablet")  # refused in code
+        assert r.returncode == 1
+        assert "error forbidden: models.load is not allowed for device 'kids-tablet'" \
+            in r.stderr
+        assert daemon.pool.loaded() == []
+        dead = await asyncio.to_thread(p.wait_count, 2, 10)  # both bad requests, with reasons
+        assert [json.loads(m.payload)["code"] for m in dead] == ["bad_request", "forbidden"]
+        assert "models.load is not allowed" in json.loads(dead[1].payload)["reason"]
