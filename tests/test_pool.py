@@ -315,6 +315,12 @@ def test_prompt_cache_resumes_from_the_longest_cached_prefix():
                                                     json_schema=schema), None)
                 out.append((gen.text, evaluated[0], len(llm.tokenize(p.encode()))))
             runs[mb] = out
+            if mb:  # what the cache holds, every byte counted (logits included), is bounded
+                states = list(llm.cache.cache_state.values())
+                held = sum(st.llama_state_size + st.scores.nbytes + st.input_ids.nbytes
+                           for st in states)
+                assert len(states) == 3 and held == llm.cache.cache_size <= mb << 20
+                assert all(st.scores.shape[0] == 1 for st in states)  # last logits row only
         finally:
             be.unload()
     (text_off, read_off, n3), (text_on, read_on, _) = runs[0][2], runs[32][2]
@@ -322,3 +328,25 @@ def test_prompt_cache_resumes_from_the_longest_cached_prefix():
     assert read_on < n3 * 0.4, (read_on, n3)  # only the new request after head_a's state
     assert [t for t, _, _ in runs[0]] == [t for t, _, _ in runs[32]]
     assert text_on == text_off
+
+
+def test_prompt_cache_memory_stays_within_its_capacity():
+    """Ten different prompts into a 2 MB cache: the oldest states go, what stays fits (the
+    states of llama-cpp-python's own cache hold every prompt token's logits, ~19 MB each)."""
+    from edged.models import create_backend
+
+    be = create_backend("small", msgspec.structs.replace(SMOL, prompt_cache_mb=2))
+    be.load()
+    try:
+        for i in range(10):
+            be.generate(GenerationRequest(
+                prompt=f"Item {i}: a note about the {i}th thing to remember, written down "
+                       f"for the household so that nobody forgets it. Summary:",
+                max_tokens=4, temperature=0.0), None)
+        cache = be._llm.cache
+        held = sum(st.llama_state_size + st.scores.nbytes + st.input_ids.nbytes
+                   for st in cache.cache_state.values())
+        assert 1 <= len(cache.cache_state) < 10
+        assert held <= 2 << 20
+    finally:
+        be.unload()

@@ -9,9 +9,15 @@ on one core: ~100 prompt tokens take ~0.6 s, the ~8 answer tokens ~0.15 s). The 
 prompts share long prefixes (a tool's examples, then the request), so the model's state after
 each prompt is kept in a bounded RAM cache (``prompt_cache_mb``, llama-cpp-python's
 ``LlamaRAMCache``: least recently used out); a new prompt resumes from the state with the
-longest common prefix and reads only the rest. States hold the used KV cells only (~1.4 MB
-after a 100-token prompt for this model). RAM only: writing states to an SD card after every
-generation would wear it, and they are cheap to rebuild.
+longest common prefix and reads only the rest. RAM only: writing states to an SD card after
+every generation would wear it, and they are cheap to rebuild.
+
+llama-cpp-python's own ``LlamaRAMCache`` counts only the KV part of a state (~1.4 MB after a
+100-token prompt for this model) but each state also holds the logits of every prompt token
+(n_tokens x vocabulary floats: ~19 MB for the same prompt), so "32 MB" held ~450 MB (found by
+the soak benchmark). :func:`_prompt_cache` keeps only the last row of logits (the next
+prompt always evaluates at least its last token, so earlier rows are never read) and counts
+every byte it holds against the capacity.
 """
 
 from __future__ import annotations
@@ -49,8 +55,7 @@ class LlamaCppBackend(Backend):
         except (ValueError, RuntimeError) as e:
             raise ModelError(f"model {self.alias!r}: cannot load {self.path}: {e}") from None
         if self.cfg.prompt_cache_mb > 0:
-            self._llm.set_cache(llama_cpp.LlamaRAMCache(
-                capacity_bytes=self.cfg.prompt_cache_mb << 20))
+            self._llm.set_cache(_prompt_cache(llama_cpp, self.cfg.prompt_cache_mb << 20))
         self.loaded = True
 
     def memory_estimate(self) -> int:
@@ -173,3 +178,26 @@ def _drain(stream: Any, on_token: TokenCallback | None, *, chat: bool
         if choice.get("finish_reason"):
             finish = "length" if choice["finish_reason"] == "length" else "stop"
     return pieces, tokens, finish
+
+
+def _prompt_cache(llama_cpp: Any, capacity_bytes: int) -> Any:
+    """A ``LlamaRAMCache`` whose capacity bounds the memory it really holds."""
+
+    class PromptCache(llama_cpp.LlamaRAMCache):  # type: ignore[misc,name-defined]
+        @property
+        def cache_size(self) -> int:
+            return sum(_state_bytes(s) for s in self.cache_state.values())
+
+        def __setitem__(self, key: Any, value: Any) -> None:
+            if value.scores is not None and len(value.scores) > 1:
+                value.scores = value.scores[-1:].copy()
+            if _state_bytes(value) > self.capacity_bytes:
+                return  # a state larger than the whole cache is not kept
+            super().__setitem__(key, value)
+
+    return PromptCache(capacity_bytes=capacity_bytes)
+
+
+def _state_bytes(state: Any) -> int:
+    return int(state.llama_state_size) + int(getattr(state.scores, "nbytes", 0)) + \
+        int(getattr(state.input_ids, "nbytes", 0))
