@@ -58,7 +58,7 @@ from .messages import (
     parse,
 )
 from .metrics import Metrics, serve_metrics
-from .models.pool import ModelPool, rss_bytes
+from .models.pool import ModelPool, pin_mmap_threshold, rss_bytes
 from .notify import notify, watchdog_interval
 from .router import AUTO, Router
 from .scheduler import Scheduler
@@ -147,6 +147,7 @@ class Daemon:
 
     async def run(self, *, install_signals: bool = False) -> None:
         cfg = self.cfg
+        pin_mmap_threshold()  # before any model loads: see its docstring
         await self.journal.open()
         try:
             await self._start_agents()

@@ -53,6 +53,25 @@ def trim_heap() -> bool:
         return False
 
 
+MMAP_THRESHOLD = 1 << 20
+
+
+def pin_mmap_threshold(nbytes: int = MMAP_THRESHOLD) -> bool:
+    """Serve every C allocation of ``nbytes`` or more with its own mmap, returned to the OS
+    when freed (glibc only; process-wide). glibc's default raises that threshold each time
+    a large block is freed, up to 32 MB: after that, the transient 20-25 MB arrays that
+    llama-cpp-python makes per generation (a state's logits, a mask over them) come from the
+    heap and leave it fragmented. Measured: 150 generations with the prompt cache on held
+    +130 MB over the loaded model with the default, +70-80 MB with the threshold pinned."""
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        return bool(ctypes.CDLL(name).mallopt(-3, nbytes))  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        return False
+
+
 def rss_bytes() -> int:
     return int(psutil.Process().memory_info().rss)
 
