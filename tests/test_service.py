@@ -216,3 +216,28 @@ def test_stage_quantiles_are_exact_over_a_bounded_window():
         m.stage("agent", 0.5)
     assert m.stage_quantiles()["agent"]["p50"] == 0.5
     assert m.hists["edged_stage_seconds"][(("stage", "agent"),)][-1] == 100 + WINDOW
+
+
+def test_notify_never_blocks_on_a_receiver_that_does_not_read(tmp_path, monkeypatch):
+    """A real datagram socket nobody reads (a busy systemd): its queue fills after
+    net.unix.max_dgram_qlen datagrams, and notify() must then drop, not block the loop."""
+    import socket
+    import threading
+
+    from edged.notify import notify
+
+    path = tmp_path / "n.sock"
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(str(path))
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    results: list[bool] = []
+    t = threading.Thread(target=lambda: results.extend(notify(f"STATUS={i}")
+                                                       for i in range(200)), daemon=True)
+    t.start()
+    t.join(30)
+    try:
+        assert not t.is_alive(), "notify() blocked on a full receiver queue"
+        assert results[0] is True and results[-1] is False  # first ones queued, later dropped
+        assert receiver.recv(100) == b"STATUS=0"  # what was queued is intact
+    finally:
+        receiver.close()
