@@ -603,6 +603,9 @@ class Daemon:
                        meta=meta, route=route.topic if route else self.topics.inbound)
         if err is None and rt_err is not None:
             err = BadRequest("bad_reply_to", rt_err)
+        if err is not None and route is not None and route.agent == "sink":
+            inc.outcome = "sink"  # telemetry is journaled as it is: no request format needed
+            return inc
         if err is not None:
             return self._reject(inc, msg_id, err.code, err.message, dlq=True)
         assert env is not None or text

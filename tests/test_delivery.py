@@ -172,13 +172,16 @@ async def test_route_to_sink_and_route_priority(broker, make_config, run_daemon)
         p.subscribe("edged/out/+")
         for i in range(5):
             p.publish("sensors/temp/kitchen", json.dumps({"data": {"t": 20 + i}}))
+        # telemetry as devices send it: no envelope, not even text; sunk all the same
+        p.publish("sensors/temp/hall", json.dumps({"temperature": 21.5, "battery": 97}))
+        p.publish("sensors/raw/hall", b"\xff\x01 binary frame")
         p.publish("home/kitchen/say", "lights on")
         [m] = await _wait(p, 1)
-    assert m.topic == "edged/out/kitchen"  # the + level names the device
+    assert m.topic == "edged/out/kitchen"  # the + level names the device: no error replies
     assert _body(m)["text"] == "lights on"
-    assert d.stats["sink"] == 5
+    assert d.stats["sink"] == 7 and d.stats["rejected"] == 0
     rows = await d.journal.query("SELECT state FROM inbox WHERE topic LIKE 'sensors/%'")
-    assert [r[0] for r in rows] == ["done"] * 5
+    assert [r[0] for r in rows] == ["done"] * 7
 
 
 async def test_mqtt_311_fallback(broker, make_config, run_daemon):
