@@ -19,7 +19,9 @@ the end the peers wait for the backlog to drain and count:
   warm-up (first 20% of the run) as % per hour from a least-squares line (target < 5%/h),
   also for the samples with and without the model loaded on their own (a loaded model adds
   ~120 MB, so a load late in the run is not a leak);
-- the daemon's own per-stage latency quantiles at the end (its /metrics summary).
+- the daemon's own per-stage latency quantiles at the end (its /metrics summary);
+- stalls: 5-second samples in which requests were sent but no reply came for 60 s (a hung
+  event loop; an earlier version hung on a full NOTIFY_SOCKET queue), target 0.
 
     .venv/bin/python bench/soak.py [--minutes 10] [--rate 40] [--restart-every 60]
 """
@@ -146,6 +148,7 @@ def main() -> None:
     sender = Peer(broker.port, client_id="soak-sender").connect()
     sent: list[str] = []
     rss: list[tuple[float, float, bool]] = []  # (s since start, bytes, a model loaded)
+    replied, last_progress, stalls = 0, time.monotonic(), 0
     restarts = 0
     kinds = {"house": 0, "echo": 0, "sink": 0, "bad": 0}
     t0 = time.monotonic()
@@ -165,6 +168,14 @@ def main() -> None:
                     pass
                 rss.append((now - t0, proc.memory_info().rss, loaded))
                 next_sample = now + 5
+                n_replies = len(replies.messages)
+                if n_replies > replied:
+                    replied, last_progress = n_replies, now
+                elif now - last_progress > 60:
+                    stalls += 1
+                    print(f"STALL: no reply for {now - last_progress:.0f} s at "
+                          f"{(now - t0) / 60:.1f} min; daemon log:\n{daemon.tail(5)}",
+                          flush=True)
             if now >= next_restart:
                 restarts += 1
                 broker.restart(hard=restarts % 3 == 0)
@@ -228,6 +239,7 @@ def main() -> None:
         bench.record("lost (no reply)", lost, "msgs")
         bench.record("duplicate replies", dups, "msgs")
         bench.record("broker restarts", restarts, "")
+        bench.record("stalls (60 s without a reply)", stalls, "samples")
         bench.record("model loads", metric(text, "edged_model_loads_total"), "")
         bench.record("tool calls", metric(text, 'edged_tool_calls_total{outcome="calls"}'), "")
         bench.record("memories at end", metric(text, "edged_memories"), "")
