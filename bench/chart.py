@@ -96,7 +96,7 @@ def stages_chart(res: dict[str, Any]) -> str:
     if e2e:
         stages["end to end"] = e2e
     names = list(stages)
-    left, right, top, row = 330, 30, 58, 34
+    left, right, top, row = 330, 80, 58, 34
     width = 900
     height = top + row * len(names) + 56
     svg = Svg(width, height)
@@ -184,7 +184,7 @@ def soak_chart(res: dict[str, Any]) -> str:
 
     warm = 0.2 * minutes
     svg.rect(px(0), top, px(warm) - px(0), ph, "#edf2f7")
-    svg.text(px(warm / 2), top + 14, "warm-up", size=11, anchor="middle", color="#718096")
+    svg.text(px(warm / 2), top + 26, "warm-up", size=11, anchor="middle", color="#718096")
     v = 0.0
     while v <= y_hi:
         svg.line(left, py(v), width - right, py(v), color="#e2e8f0")
