@@ -231,9 +231,16 @@ def cmd_status(args: argparse.Namespace) -> int:
           f"{d.get('duplicates', 0)} duplicates")
     models = st.get("models_loaded") or []
     per = {m["alias"]: m for m in d.get("models", [])}
-    loaded = [f"{a} (+{per.get(a, {}).get('rss_delta_mb', 0):.0f} MB)" for a in models]
+    loaded = [f"{a} ({per.get(a, {}).get('rss_delta_mb', 0):.0f} MB"
+              + (f", worker pid {per[a]['pid']})" if per.get(a, {}).get("pid") else ")")
+              for a in models]
     print(f"  models loaded: {', '.join(loaded) if loaded else 'none'}; "
-          f"process RSS {d.get('rss_mb', '?')} MB")
+          f"daemon RSS {d.get('rss_mb', '?')} MB")
+    for m in d.get("models", []):
+        if m.get("failed"):
+            print(f"  model {m['alias']} FAILED: {m['failed']}")
+        elif m.get("crashes"):
+            print(f"  model {m['alias']}: {m['crashes']} worker crash(es) since start")
     gov = d.get("governor") or {}
     print(f"  governor: {gov.get('state', '?')}, {gov.get('mem_available_mb', '?')} MB "
           f"available, battery {gov.get('battery_percent') or 'n/a'}, "
@@ -277,6 +284,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     except (SystemExit, ValueError):
         pass  # no broker or no daemon: show the configuration alone
     rows = [("ALIAS", "BACKEND", "FILE", "SIZE", "LOADED", "RSS")]
+    why: list[str] = []
     for alias, m in cfg.models.items():
         try:
             path = resolve(m.path) if m.path else (m.base_url or "")
@@ -286,11 +294,18 @@ def cmd_models_list(args: argparse.Namespace) -> int:
             path, size_s = f"{m.path} ({e})", "missing"
         info = live.get(alias)
         loaded = "?" if not live else ("yes" if info and info.get("loaded") else "no")
-        rss = f"+{info['rss_delta_mb']:.0f} MB" if info and info.get("loaded") else "-"
+        rss = f"{info['rss_delta_mb']:.0f} MB" if info and info.get("loaded") else "-"
+        if info and info.get("failed"):
+            loaded = "FAILED"
+            why.append(f"{alias}: failed: {info['failed']}")
+        elif info and info.get("crashes"):
+            why.append(f"{alias}: {info['crashes']} worker crash(es) since start")
         rows.append((alias, m.backend, path, size_s, loaded, rss))
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+    for line in why:
+        print(line)
     if not cfg.models:
         print("(no [models] configured)")
     if not live:
@@ -300,9 +315,11 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 
 def cmd_models_prepare(args: argparse.Namespace) -> int:
     """Check each local model's files against their published hashes (with progress), load
-    it once and time a warm-up: on a new gateway, before the first request has to."""
+    it once in a worker process and time a short decode: on a new gateway, before the first
+    request has to. A runtime that faults on this CPU is reported in one line."""
     from .models import GenerationRequest, ModelError, create_backend
-    from .models.pool import rss_bytes, trim_heap
+    from .models.pool import rss_bytes
+    from .models.process import WorkerCrashed, WorkerEmbedder, fault_hint
     from .models.verify import check
 
     cfg = _load(args)
@@ -348,36 +365,43 @@ def cmd_models_prepare(args: argparse.Namespace) -> int:
             continue
         if args.verify_only:
             continue
-        before = rss_bytes()
         t0 = time.perf_counter()
-        try:
+        b: Any = None
+        try:  # in a worker process, as the daemon runs it: a native fault is reported here
             if is_embedder:
-                from .models.embed import create_embedder
-
-                e = create_embedder(spec)
-                e.load()
+                emb = WorkerEmbedder(spec)
+                emb.load()
                 loaded = time.perf_counter() - t0
                 t1 = time.perf_counter()
-                e.embed(["turn on the kitchen lights"])
+                emb.embed(["turn on the kitchen lights"])
                 warm = f"one sentence embedded in {(time.perf_counter() - t1) * 1e3:.1f} ms"
-                e.unload()
+                rss = emb.worker.rss()
+                emb.unload()
             else:
                 b = create_backend(label, cfg.models[label])
                 b.load()
                 loaded = time.perf_counter() - t0
-                gen = b.generate(GenerationRequest(prompt="The three primary colours are",
-                                                   max_tokens=24, temperature=0.0), None)
+                try:
+                    gen = b.generate(GenerationRequest(
+                        prompt="The three primary colours are", max_tokens=24,
+                        temperature=0.0), None)
+                finally:
+                    worker = getattr(b, "worker", None)
+                    rss = worker.rss() if worker is not None else rss_bytes()
+                    b.unload()
                 rate = gen.completion_tokens / gen.seconds if gen.seconds else 0.0
                 warm = (f"{gen.prompt_tokens} prompt + {gen.completion_tokens} generated "
                         f"tokens in {gen.seconds:.2f} s ({rate:.0f} tokens/s)")
-                b.unload()
+        except WorkerCrashed as e:
+            print(f"  RUNTIME CRASHED: {fault_hint(e, getattr(b, 'system_info', ''))}")
+            failed += 1
+            continue
         except ModelError as e:
             print(f"  LOAD FAILED: {e}")
             failed += 1
             continue
-        print(f"  loaded in {loaded:.2f} s, +{(rss_bytes() - before) / 2**20:.0f} MB RSS; "
+        print(f"  loaded in a worker in {loaded:.2f} s, worker RSS {rss / 2**20:.0f} MB; "
               f"warm-up: {warm}")
-        trim_heap()
     ok = len(targets) - failed
     print(f"edged: {ok} of {len(targets)} ready" + (f", {failed} FAILED" if failed else ""))
     return 1 if failed else 0

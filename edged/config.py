@@ -130,6 +130,12 @@ class ModelConfig(_Section):
     # llama_cpp: RAM for the model's state after recent prompts, so that a prompt starting
     # like an earlier one (the same tool's examples) skips re-reading that part; 0: off
     prompt_cache_mb: NonNegInt = 32
+    # llama_cpp / onnx_genai: run the model in its own supervised worker process (a native
+    # crash or a hang costs a model error and a restart, never the daemon); false runs it in
+    # the daemon (debugging, benchmarks)
+    worker: bool = True
+    # the worker's address-space cap in MB (RLIMIT_AS); 0: twice the estimate plus 2 GiB
+    memory_limit_mb: NonNegInt = 0
 
 
 class ResourcesConfig(_Section):
@@ -142,6 +148,13 @@ class ResourcesConfig(_Section):
     # a model held (loading or generating) longer than this is stuck: the systemd watchdog
     # pings stop and systemd restarts the service
     stuck_after_s: PosFloat = 300.0
+    # a model whose worker crashes crash_limit times within crash_window_s is marked failed
+    # (status degraded, an event) instead of restarting in a loop; `edged models load`
+    # or the end of the window lets it try again. Between crashes, restarts back off from
+    # restart_backoff_s, doubling.
+    crash_limit: PosInt = 3
+    crash_window_s: PosFloat = 600.0
+    restart_backoff_s: NonNegFloat = 1.0
 
 
 class AgentConfig(_Section):

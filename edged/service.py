@@ -58,7 +58,7 @@ from .messages import (
     parse,
 )
 from .metrics import Metrics, serve_metrics
-from .models.pool import ModelPool, pin_mmap_threshold, rss_bytes
+from .models.pool import ModelPool, rss_bytes
 from .notify import notify, watchdog_interval
 from .router import AUTO, Router
 from .scheduler import Scheduler
@@ -147,7 +147,6 @@ class Daemon:
 
     async def run(self, *, install_signals: bool = False) -> None:
         cfg = self.cfg
-        pin_mmap_threshold()  # before any model loads: see its docstring
         await self.journal.open()
         try:
             await self._start_agents()
@@ -205,6 +204,8 @@ class Daemon:
                 await self.escalator.close()
             if self.memory is not None:
                 await self.memory.close()
+            if hasattr(self.embedder, "unload"):  # its worker process
+                await asyncio.to_thread(self.embedder.unload)
             await self.journal.close()
             self.stopped.set()
             log.info("stopped")
@@ -865,11 +866,14 @@ class Daemon:
 
     def _status_payload(self, state: str) -> bytes:
         models = [{"alias": m["alias"], "loaded": m["loaded"], "busy": m["busy"],
-                   "rss_delta_mb": m["rss_delta_mb"], "tokens_per_s": m["tokens_per_s"]}
+                   "rss_delta_mb": m["rss_delta_mb"], "tokens_per_s": m["tokens_per_s"],
+                   "pid": m.get("pid"), "crashes": m["crashes"], "failed": m["failed"]}
                   for m in self.pool.describe()]
+        failed = self.pool.failed()
         st = Status(state=state, client_id=self.cfg.mqtt.client_id, pid=os.getpid(),
                     ts=round(self.clock(), 3), version=__version__,
-                    health="degraded" if self.governor.state.name != "normal" else "ok",
+                    health="degraded" if failed or self.governor.state.name != "normal"
+                    else "ok",
                     pending=self._open, outbox=self.journal.outbox_rows,
                     models_loaded=self.pool.loaded(),
                     detail={"active": len(self._active), **self.stats,

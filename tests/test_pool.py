@@ -182,14 +182,16 @@ async def test_event_loop_keeps_running_while_generating(pool_factory):
 
 
 def test_memory_is_returned_after_unload():
-    """Measured in a fresh process: RSS after unload is within 10 MB of before the load."""
+    """In-process mode (``worker = false``), measured in a fresh process: RSS after unload is
+    within 10 MB of before the load (the heap is trimmed). Workers: tests/test_workers.py."""
     code = textwrap.dedent("""
         import asyncio, json
         from edged.config import ModelConfig, ResourcesConfig
         from edged.models import GenerationRequest
         from edged.models.pool import ModelPool, rss_bytes, trim_heap
         async def main():
-            cfg = ModelConfig(backend="llama_cpp", path="bundled:smollm2-135m", context=512)
+            cfg = ModelConfig(backend="llama_cpp", path="bundled:smollm2-135m", context=512,
+                              worker=False)
             pool = ModelPool({"small": cfg}, ResourcesConfig())
             req = GenerationRequest(prompt="Hello", max_tokens=4)
             # warm the runtime once so the baseline includes the library, not the weights
@@ -300,7 +302,8 @@ def test_prompt_cache_resumes_from_the_longest_cached_prefix():
               "required": ["text"], "additionalProperties": False}
     runs = {}
     for mb in (0, 32):
-        be = create_backend("small", msgspec.structs.replace(SMOL, prompt_cache_mb=mb))
+        be = create_backend("small", msgspec.structs.replace(SMOL, prompt_cache_mb=mb,
+                                                                 worker=False))
         be.load()
         try:
             llm = be._llm
@@ -335,7 +338,8 @@ def test_prompt_cache_memory_stays_within_its_capacity():
     states of llama-cpp-python's own cache hold every prompt token's logits, ~19 MB each)."""
     from edged.models import create_backend
 
-    be = create_backend("small", msgspec.structs.replace(SMOL, prompt_cache_mb=2))
+    be = create_backend("small", msgspec.structs.replace(SMOL, prompt_cache_mb=2,
+                                                        worker=False))
     be.load()
     try:
         for i in range(10):

@@ -48,7 +48,7 @@ class ModelsAgent:
                              f"configured: {', '.join(self.pool.aliases) or 'none'}")
         if action == "load":
             try:
-                await self.pool.load(alias)
+                await self.pool.load(alias, reset=True)
             except ModelError as e:
                 raise BadRequest("model_error", str(e)) from None
             m = next(m for m in self.pool.describe() if m["alias"] == alias)
@@ -67,4 +67,8 @@ class ModelsAgent:
 def _line(m: dict[str, Any]) -> str:
     state = (f"loaded (+{m['rss_delta_mb']:.0f} MB, {m['generations']} generations, "
              f"{m['tokens_per_s']:g} tokens/s)" if m["loaded"] else "not loaded")
+    if m.get("failed"):
+        state = f"FAILED: {m['failed']}"
+    elif m.get("crashes"):
+        state += f"; {m['crashes']} crash(es), last: {m['last_crash']}"
     return f"{m['alias']} ({m['backend']}): {state}"

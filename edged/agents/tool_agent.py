@@ -28,8 +28,8 @@ from ..config import AgentConfig
 from ..memory.recall import Memory
 from ..memory.working import WorkingMemory
 from ..memory.working import build as build_working_memory
-from ..messages import Reply, Request, ToolCall
-from ..models import GenerationRequest, ModelError
+from ..messages import BadRequest, Reply, Request, ToolCall
+from ..models import GenerationRequest, ModelError, ModelUnavailable
 from ..models.pool import ModelPool
 from ..tools.base import ArgumentError, Tool
 from ..tools.runner import ToolRunner
@@ -94,7 +94,17 @@ class ToolAgent:
         self.memory = memory if cfg.memory else None
 
     async def handle(self, request: Request, ctx: Context) -> Reply:
-        reply = await self._handle(request, ctx)
+        try:
+            reply = await self._handle(request, ctx)
+        except ModelUnavailable as e:
+            # the model's worker crashed or is failed: the cloud, else a clear error (no
+            # tool has run: a model call always comes before the tool it decides)
+            notes: list[str] = []
+            cloud = await self._escalate(request, ctx, "model_unavailable", notes)
+            if cloud is None:
+                raise BadRequest("model_unavailable",
+                                 f"the local model is unavailable: {e}") from None
+            reply = cloud
         if self.memory is not None and request.text.strip():
             # a retry of the same request records nothing twice (keyed by request id)
             await self.memory.record(
@@ -355,6 +365,8 @@ class ToolAgent:
                 prompt=prompt, json_schema={"enum": names + (["escalate"] if cloud else [])},
                 max_tokens=24, temperature=0.0))
             choice = json.loads(gen.text)
+        except ModelUnavailable:
+            raise
         except (ModelError, ValueError) as e:
             log.warning("model rerank failed: %s", e)
             return None
@@ -447,6 +459,8 @@ class ToolAgent:
             gen = await self.pool.generate(model, GenerationRequest(
                 prompt=prompt, json_schema=schema, max_tokens=96, temperature=0.0))
             filled = json.loads(gen.text)
+        except ModelUnavailable:
+            raise
         except (ModelError, ValueError) as e:
             log.warning("argument model failed for %s: %s", tool.name, e)
             return f"Sorry, which {', '.join(missing)} do you mean?"

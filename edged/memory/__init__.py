@@ -20,19 +20,27 @@ from .working import WorkingMemory
 
 async def open_embedder(cfg: Any, pool: Any) -> tuple[Any, str, Any]:
     """(async embed function, the identity the memory database records, the loaded local
-    embedder or None) for ``memory.embedder``: a bundled / folder ONNX embedder loaded here,
-    or ``model:<alias>``, embeddings from a configured model through the pool."""
+    embedder or None) for ``memory.embedder``: a bundled / folder ONNX embedder in its own
+    worker process, or ``model:<alias>``, embeddings from a configured model through the
+    pool."""
     spec = cfg.memory.embedder
     if spec.startswith("model:"):
         alias = spec.split(":", 1)[1]
         m = cfg.models[alias]
         ident = f"{spec} ({m.backend} {m.path or m.base_url} {m.model or ''})".strip()
         return (lambda texts: pool.embed(alias, texts)), ident, None
-    from ..models.embed import create_embedder
+    from concurrent.futures import ThreadPoolExecutor
 
-    embedder = create_embedder(spec)
-    await asyncio.to_thread(embedder.load)
-    return (lambda texts: asyncio.to_thread(embedder.embed, texts)), spec, embedder
+    from ..models.process import WorkerEmbedder
+
+    embedder = WorkerEmbedder(spec)  # in its own process: see edged.models.process
+    thread = ThreadPoolExecutor(1, thread_name_prefix="embedder")  # not the loop's default pool
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(thread, embedder.load)
+
+    async def embed(texts: list[str]) -> list[list[float]]:
+        return await loop.run_in_executor(thread, embedder.embed, texts)
+    return embed, spec, embedder
 
 
 def schema_generate(pool: Any, alias: str, *, priority: int = 1,

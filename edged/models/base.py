@@ -26,6 +26,11 @@ class NotSupported(ModelError):
     pass
 
 
+class ModelUnavailable(ModelError):
+    """The model cannot answer now: its worker crashed or was stopped, or it is failed. No
+    answer came back, so nothing downstream ran on it."""
+
+
 class Unreachable(ModelError):
     """A remote model could not be reached (connection, timeout, 5xx or 429 after retries):
     the caller may treat the server as offline, unlike a rejected request."""

@@ -1,12 +1,19 @@
 """The model pool: load on first use, one generation at a time per model, idle unload, LRU.
 
-Each model has its own worker thread, so generation never runs on the event loop and two
-models can generate at once. Requests for a busy model wait in a priority queue (higher
-``priority`` first, then arrival order). Before a load the pool checks a memory estimate
-against the budget and evicts idle models (least recently used first) or refuses with a clear
-error rather than risking the OOM killer. A model that is generating is never evicted.
-After an unload the C heap is trimmed (``malloc_trim`` on glibc) so that the memory really
-goes back to the system.
+Each model has its own thread in the daemon (which, for native runtimes, talks to the
+model's worker process: :mod:`edged.models.process`), so generation never runs on the event
+loop and two models can generate at once. Requests for a busy model wait in a priority queue
+(higher ``priority`` first, then arrival order). Before a load the pool checks a memory
+estimate against the budget and evicts idle models (least recently used first) or refuses
+with a clear error rather than risking the OOM killer. A model that is generating is never
+evicted.
+
+Supervision: a call past the model's ``timeout_s`` stops its worker (the call fails, the next
+one starts a new worker); a worker that dies (SIGSEGV, abort, the OOM killer) fails the call
+in flight with :class:`~edged.models.process.WorkerCrashed`, and the next call restarts it
+after a back-off that doubles per crash; ``resources.crash_limit`` crashes within
+``crash_window_s`` mark the model failed (status degraded, a ``model_failed`` event) until
+the window has passed or an operator loads it again.
 """
 
 from __future__ import annotations
@@ -29,11 +36,13 @@ import psutil
 
 from ..config import ModelConfig, ResourcesConfig
 from . import create_backend
-from .base import Backend, Generation, GenerationRequest, ModelError
+from .base import Backend, Generation, GenerationRequest, ModelError, ModelUnavailable
+from .process import WorkerCrashed, describe_exit
 
 log = logging.getLogger("edged.models")
 
 EmitFn = Callable[[str, dict[str, Any]], Awaitable[None]]
+LOAD_TIMEOUT_S = 600.0  # a load that takes longer is a hang (a large model on an SD card: ~1 min)
 
 
 class ModelMemoryError(ModelError):
@@ -76,6 +85,44 @@ def rss_bytes() -> int:
     return int(psutil.Process().memory_info().rss)
 
 
+class ModelFailed(ModelUnavailable):
+    """The model crashed too often recently; it is not restarted until the window passes."""
+
+
+@dataclass
+class _Crashes:
+    """A model's recent worker crashes: back-off and the failed verdict."""
+
+    times: list[float] = field(default_factory=list)  # monotonic, within the window
+    total: int = 0
+    last: str = ""
+    failed: str = ""  # why the model is failed ("" while it may restart)
+    failed_until: float = 0.0
+    retry_at: float = 0.0  # no restart before this (monotonic)
+
+    def record(self, reason: str, res: ResourcesConfig, now: float) -> bool:
+        """Count a crash; True when it makes the model failed."""
+        self.times = [t for t in self.times if now - t < res.crash_window_s] + [now]
+        self.total += 1
+        self.last = reason
+        self.retry_at = now + res.restart_backoff_s * 2 ** (len(self.times) - 1)
+        if len(self.times) >= res.crash_limit:
+            self.failed = (f"its worker crashed {len(self.times)} times within "
+                           f"{res.crash_window_s:g} s (last: {reason})")
+            self.failed_until = self.times[0] + res.crash_window_s
+            return True
+        return False
+
+    def check(self, now: float) -> str:
+        """Why the model may not start now ("" when it may)."""
+        if self.failed and now >= self.failed_until:
+            self.failed, self.times = "", []
+        return self.failed
+
+    def reset(self) -> None:
+        self.failed, self.times, self.retry_at = "", [], 0.0
+
+
 @dataclass
 class _Slot:
     alias: str
@@ -93,6 +140,8 @@ class _Slot:
     tokens: int = 0
     gen_seconds: float = 0.0
     estimate: int = 0
+    crashes: _Crashes = field(default_factory=_Crashes)
+    timeouts: int = 0
 
     @property
     def loaded(self) -> bool:
@@ -147,8 +196,8 @@ class ModelPool:
             if on_token is not None:
                 def cb(piece: str) -> None:
                     loop.call_soon_threadsafe(on_token, piece)
-            backend = slot.backend
-            gen = await loop.run_in_executor(slot.executor, backend.generate, req, cb)
+            gen: Generation = await self._run(slot, slot.backend.generate, req, cb,
+                                              deadline=slot.cfg.timeout_s)
             slot.generations += 1
             slot.tokens += gen.completion_tokens
             slot.gen_seconds += gen.seconds
@@ -180,8 +229,9 @@ class ModelPool:
         try:
             await self._ensure_loaded(slot)
             assert slot.backend is not None
-            return await asyncio.get_running_loop().run_in_executor(
-                slot.executor, slot.backend.embed, texts)
+            vectors: list[list[float]] = await self._run(slot, slot.backend.embed, texts,
+                                                         deadline=slot.cfg.timeout_s)
+            return vectors
         finally:
             await self._release(slot)
 
@@ -191,13 +241,17 @@ class ModelPool:
         try:
             await self._ensure_loaded(slot)
             assert slot.backend is not None
-            return await asyncio.get_running_loop().run_in_executor(
-                slot.executor, slot.backend.count_tokens, text)
+            n: int = await self._run(slot, slot.backend.count_tokens, text,
+                                     deadline=slot.cfg.timeout_s)
+            return n
         finally:
             await self._release(slot)
 
-    async def load(self, alias: str) -> None:
+    async def load(self, alias: str, *, reset: bool = False) -> None:
+        """Load now; ``reset`` (an operator's request) clears a failed verdict first."""
         slot = self._slot(alias)
+        if reset:
+            slot.crashes.reset()
         await self._acquire(slot, 9)
         try:
             await self._ensure_loaded(slot)
@@ -229,17 +283,34 @@ class ModelPool:
         for slot in self._slots.values():
             if slot.loaded and slot.backend is not None and slot.executor is not None:
                 n = min(slot.cfg.threads, cap) if cap else slot.cfg.threads
-                await asyncio.get_running_loop().run_in_executor(
-                    slot.executor, slot.backend.set_threads, n)
+                with contextlib.suppress(ModelError):
+                    await asyncio.get_running_loop().run_in_executor(
+                        slot.executor, slot.backend.set_threads, n)
 
     async def run_reaper(self) -> None:
-        """Unload models idle for ``resources.idle_unload_s`` (0: never)."""
+        """Unload models idle for ``resources.idle_unload_s`` (0: never); notice workers
+        that died while idle."""
         idle = self.resources.idle_unload_s
-        if idle <= 0:
-            return
         while True:
-            await asyncio.sleep(min(max(idle / 4, 0.05), 5.0))
-            await self.reap_idle()
+            await asyncio.sleep(min(max(idle / 4, 0.05), 5.0) if idle > 0 else 5.0)
+            await self.check_workers()
+            if idle > 0:
+                await self.reap_idle()
+
+    async def check_workers(self) -> list[str]:
+        """Loaded models whose worker process is gone while idle (OOM-killed, killed by
+        hand): counted as crashes, marked unloaded; the next call restarts them."""
+        dead = []
+        for slot in self._slots.values():
+            b = slot.backend
+            worker = getattr(b, "worker", None)
+            if slot.loaded and not slot.busy and b is not None and worker is not None \
+                    and not worker.alive():
+                reason = describe_exit(worker.proc.poll() if worker.proc else None)
+                b.unload()
+                await self._crashed(slot, WorkerCrashed(reason, reason=f"{reason} while idle"))
+                dead.append(slot.alias)
+        return dead
 
     async def reap_idle(self) -> list[str]:
         idle = self.resources.idle_unload_s
@@ -268,6 +339,11 @@ class ModelPool:
         return [s.alias for s in self._slots.values()
                 if s.busy and now - s.busy_since > limit_s]
 
+    def failed(self) -> dict[str, str]:
+        """Models marked failed after repeated crashes, with why."""
+        now = time.monotonic()
+        return {a: why for a, s in self._slots.items() if (why := s.crashes.check(now))}
+
     def describe(self) -> list[dict[str, Any]]:
         now = self.clock()
         out = []
@@ -283,6 +359,8 @@ class ModelPool:
                 load_seconds=round(slot.load_seconds, 3),
                 rss_delta_mb=round(slot.rss_delta / 2**20, 1) if slot.loaded else 0,
                 idle_s=round(now - slot.last_used, 1) if slot.loaded else None,
+                crashes=slot.crashes.total, last_crash=slot.crashes.last,
+                timeouts=slot.timeouts, failed=slot.crashes.check(time.monotonic()),
             )
             out.append(d)
         return out
@@ -336,6 +414,14 @@ class ModelPool:
     async def _ensure_loaded(self, slot: _Slot) -> None:
         if slot.loaded:
             return
+        failed = slot.crashes.check(time.monotonic())
+        if failed:
+            raise ModelFailed(f"model {slot.alias!r} is failed: {failed}; it is tried again "
+                              f"after the window, or now with `edged models load "
+                              f"{slot.alias}`")
+        wait = slot.crashes.retry_at - time.monotonic()
+        if wait > 0:  # restart back-off after a crash
+            await asyncio.sleep(wait)
         async with self._load_lock:
             if slot.loaded:
                 return
@@ -347,12 +433,16 @@ class ModelPool:
                 slot.executor = ThreadPoolExecutor(1, thread_name_prefix=f"model-{slot.alias}")
             before = rss_bytes()
             t0 = time.perf_counter()
-            await asyncio.get_running_loop().run_in_executor(slot.executor, slot.backend.load)
-            if self.threads_cap and self.threads_cap < slot.cfg.threads:
-                await asyncio.get_running_loop().run_in_executor(
-                    slot.executor, slot.backend.set_threads, self.threads_cap)
+            try:
+                await self._run(slot, slot.backend.load, deadline=LOAD_TIMEOUT_S, what="load")
+                if self.threads_cap and self.threads_cap < slot.cfg.threads:
+                    await self._run(slot, slot.backend.set_threads, self.threads_cap)
+            except WorkerCrashed as e:
+                e.args = (f"model {slot.alias!r}: its worker {e.reason} while loading",)
+                raise
             slot.load_seconds = time.perf_counter() - t0
-            slot.rss_delta = rss_bytes() - before
+            worker = getattr(slot.backend, "worker", None)
+            slot.rss_delta = worker.rss() if worker is not None else rss_bytes() - before
             slot.loaded_at = slot.last_used = self.clock()
             self.stats["loads"] += 1
             log.info("loaded model %s (%s) in %.2f s, +%.0f MB RSS", slot.alias,
@@ -403,15 +493,60 @@ class ModelPool:
 
     async def _unload(self, slot: _Slot, reason: str) -> None:
         assert slot.backend is not None and slot.executor is not None
-        before = rss_bytes()
-        await asyncio.get_running_loop().run_in_executor(slot.executor, slot.backend.unload)
-        trimmed = await asyncio.get_running_loop().run_in_executor(slot.executor, trim_heap)
-        freed = before - rss_bytes()
+        loop = asyncio.get_running_loop()
+        worker = getattr(slot.backend, "worker", None)
+        before = worker.rss() if worker is not None else rss_bytes()
+        await loop.run_in_executor(slot.executor, slot.backend.unload)
+        if worker is not None:  # the worker's memory went with its process
+            trimmed, freed = False, before
+        else:
+            trimmed = await loop.run_in_executor(slot.executor, trim_heap)
+            freed = before - rss_bytes()
         self.stats["unloads"] += 1
         log.info("unloaded model %s (%s): %.0f MB returned%s", slot.alias, reason,
                  freed / 2**20, " (heap trimmed)" if trimmed else "")
         await self._event("model_unloaded", slot.alias, reason=reason,
                           freed_mb=round(freed / 2**20, 1))
+
+    async def _run(self, slot: _Slot, fn: Callable[..., Any], *args: Any,
+                   deadline: float | None = None, what: str = "call") -> Any:
+        """``fn(*args)`` on the model's thread. Past ``deadline`` the worker is stopped (the
+        call fails with WorkerCrashed); a crash is recorded. If the caller is cancelled the
+        model stays held until the call returns, so that calls never overlap."""
+        loop = asyncio.get_running_loop()
+        fut = loop.run_in_executor(slot.executor, fn, *args)
+        try:
+            done, _ = await asyncio.wait({fut}, timeout=deadline)
+            if not done:
+                abort = getattr(slot.backend, "abort", None)
+                if abort is None:  # in-process: nothing can stop it; wait for it
+                    return await fut
+                slot.timeouts += 1
+                abort(f"was stopped: {what} exceeded its deadline of {deadline:g} s")
+            return fut.result() if fut.done() else await fut
+        except WorkerCrashed as e:
+            if not e.deadline:
+                await self._crashed(slot, e)
+            else:
+                log.warning("model %s: %s", slot.alias, e.reason)
+                await self._event("model_timeout", slot.alias, reason=e.reason)
+            raise
+        except asyncio.CancelledError:
+            if not fut.done():
+                abort = getattr(slot.backend, "abort", None)
+                if abort is not None:  # nobody wants the answer: do not wait for it
+                    abort(f"was stopped: its {what} was cancelled")
+                await asyncio.shield(asyncio.wait({fut}))
+            raise
+
+    async def _crashed(self, slot: _Slot, e: WorkerCrashed) -> None:
+        failed = slot.crashes.record(e.reason, self.resources, time.monotonic())
+        log.error("model %s: worker %s", slot.alias, e.reason)
+        await self._event("model_crashed", slot.alias, reason=e.reason,
+                          crashes=len(slot.crashes.times))
+        if failed:
+            log.error("model %s failed: %s", slot.alias, slot.crashes.failed)
+            await self._event("model_failed", slot.alias, reason=slot.crashes.failed)
 
     async def _event(self, kind: str, alias: str, **data: Any) -> None:
         if self._emit is not None:
