@@ -16,8 +16,10 @@ The class is synchronous and not thread-safe: the daemon drives it from one thre
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
+import os
 import struct
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -129,15 +131,22 @@ def pack(vector: Sequence[float]) -> bytes:
     return struct.pack(f"{len(vector)}f", *vector)
 
 
+def _vec0_path() -> str:
+    """The sqlite-vec extension's file, found without importing the ``sqlite_vec`` package:
+    its ``__init__`` imports numpy when numpy is installed (+15 MB in the daemon for type
+    hints it never uses)."""
+    spec = importlib.util.find_spec("sqlite_vec")
+    if spec is None or not spec.submodule_search_locations:  # pragma: no cover - a base dep
+        raise MemoryStoreError("sqlite-vec is not installed: pip install sqlite-vec")
+    return os.path.join(list(spec.submodule_search_locations)[0], "vec0")
+
+
 def connect(path: str | Path) -> Any:
     """A connection with sqlite-vec loaded (sqlean.py: extensions allowed)."""
-    try:
-        import sqlite_vec
-    except ImportError as e:  # pragma: no cover - a base dependency
-        raise MemoryStoreError("sqlite-vec is not installed: pip install sqlite-vec") from e
+    vec0 = _vec0_path()
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
     conn.enable_load_extension(True)
-    sqlite_vec.load(conn)
+    conn.load_extension(vec0)
     conn.enable_load_extension(False)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
