@@ -373,3 +373,23 @@ def test_config_key_paths_for_the_worker_settings(tmp_path):
         with pytest.raises(config.ConfigError) as err:
             config.load(p)
         assert path in str(err.value)
+
+
+def test_the_daemon_process_maps_no_model_runtime(tmp_path, broker, make_config,
+                                                  daemon_process):
+    """The house assistant as a real `edged run` process, a model loaded and used: llama.cpp,
+    ONNX Runtime (the embedder) and numpy are mapped in its workers, never in the daemon."""
+    d = daemon_process(make_config(extra=_house_extra(tmp_path))).start(timeout=120)
+    with peer(broker.port) as p:
+        p.subscribe("edged/out/+")
+        p.publish("edged/in/dev", json.dumps({"id": "m1", "text": MODEL_REQUEST}))
+        [reply] = p.wait_count(1, 120)
+        assert "error" not in json.loads(reply.payload)
+    me = psutil.Process(d.pid)
+    kids = me.children()
+    assert len(kids) == 2  # the embedder and the model
+    native = ("libllama", "libggml", "onnxruntime", "numpy")
+    maps = Path(f"/proc/{d.pid}/maps").read_text()
+    assert [n for n in native if n in maps] == []
+    worker_maps = "".join(Path(f"/proc/{k.pid}/maps").read_text() for k in kids)
+    assert all(n in worker_maps for n in native)
