@@ -43,6 +43,7 @@ from edged.models.pool import ModelPool  # noqa: E402
 PROMPT = "Write a short note about keeping bees in a city garden."
 MESSAGES = [{"role": "user", "content": PROMPT}]
 EMBEDDER = "bundled:minilm-l6-int8"
+ONNX_FIXTURE = ROOT / "tests" / "data" / "tiny-llama-onnx"
 med = statistics.median
 
 
@@ -180,8 +181,8 @@ def daemon_rss() -> tuple[float, float, list[str]]:
     broker = Broker().start()
     house = (ROOT / "examples" / "house.toml").read_text()
     extra = house[house.index("[models.small]"):].replace(
-        'dirs = ["plugins"]', f"dirs = [{json.dumps(str(ROOT / 'plugins'))}]")
-    extra += f'\npath = "{work / "state" / "memory.db"}"\n'
+        'dirs = ["plugins"]', f"dirs = [{json.dumps(str(ROOT / 'plugins'))}]").replace(
+        "[memory]\n", f'[memory]\npath = "{work / "state" / "memory.db"}"\n')
     conf = write_config(work / "edged.toml", broker, db=work / "state" / "edged.db",
                         extra=extra)
     d = DaemonProcess(conf, work).start(timeout=120)
@@ -276,6 +277,22 @@ def main() -> None:
     bench.record("process tree RSS before load", med(r["before"]) / mb, "MB")
     bench.record("process tree RSS after unload (target +5 MB)", med(r["after"]) / mb, "MB",
                  baseline=med(r["before"]) / mb, baseline_name="before load")
+    if ONNX_FIXTURE.joinpath("genai_config.json").exists():
+        # the committed tiny random Llama: per-token overhead of the hop, not model speed
+        async def onnx() -> tuple[float, float]:
+            pools = [ModelPool({"m": ModelConfig(backend="onnx_genai", path=str(ONNX_FIXTURE),
+                                                 context=512, worker=w)}, ResourcesConfig())
+                     for w in (False, True)]
+            times: list[list[float]] = [[], []]
+            for _ in range(args.rounds):
+                for i, p in enumerate(pools):
+                    times[i].append((await generation(p, args.tokens))[0])
+            for p in pools:
+                await p.close()
+            return med(times[0]), med(times[1])
+        o_in, o_wk = asyncio.run(onnx())
+        bench.record(f"onnx_genai {args.tokens} tokens (tiny fixture), worker", o_wk * ms,
+                     "ms", baseline=o_in * ms, baseline_name="in-process")
     own, kids, native = daemon_rss()
     bench.record("daemon RSS, house assistant, no model loaded (target <= 60 MB)", own, "MB",
                  native_libraries_mapped=native)
