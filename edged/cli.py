@@ -412,7 +412,7 @@ def cmd_tools_list(args: argparse.Namespace) -> int:
     from .tools import registry
 
     cfg = _load(args)
-    reg = registry.load(list(cfg.plugins.dirs))
+    reg = registry.load(list(cfg.plugins.dirs), import_timeout_s=cfg.plugins.import_timeout_s)
     for t in sorted(reg.tools.values(), key=lambda t: t.name):
         params = ", ".join(
             f"{n}{'' if n in t.parameters.get('required', []) else '?'}"

@@ -182,6 +182,11 @@ class RouterConfig(_Section):
 class PluginsConfig(_Section):
     dirs: list[str] = []
     tool_timeout_s: PosFloat = 10.0
+    # sync tools run on this many threads of their own; a tool that never returns holds one
+    # until it does. When all are busy and as many calls wait, new calls are refused at once.
+    tool_threads: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
+    # a plugin whose import takes longer is reported and skipped (its thread is abandoned)
+    import_timeout_s: PosFloat = 10.0
 
 
 Fraction = Annotated[float, msgspec.Meta(ge=0, le=1)]

@@ -28,7 +28,7 @@ from .agents.admin import ModelsAgent
 from .agents.selector import CentroidIndex, tool_leads
 from .agents.tool_agent import ToolAgent
 from .bus.client import Inbound, MQTTBus, Will
-from .bus.topics import Topics
+from .bus.topics import Topics, is_publishable
 from .config import Config, mqtt_password
 from .escalation import Escalator
 from .governor import Governor, Reader
@@ -70,6 +70,7 @@ log = logging.getLogger("edged.service")
 
 _PROPS_ENC = msgspec.msgpack.Encoder()
 _PROPS_DEC = msgspec.msgpack.Decoder(dict[str, Any])
+SEND_ATTEMPTS = 5  # publishes of one outbox row that fail before it is dead-lettered
 
 
 class Daemon:
@@ -94,11 +95,13 @@ class Daemon:
         self.limits = TokenBuckets(d.rate_per_s, d.rate_burst)
         self.pool = ModelPool(dict(cfg.models), cfg.resources, emit=self.emit)
         self.governor = Governor(cfg.resources, sensors, pool=self.pool, emit=self.emit)
-        self.registry = tool_registry.load(list(cfg.plugins.dirs))
+        self.registry = tool_registry.load(list(cfg.plugins.dirs),
+                                           import_timeout_s=cfg.plugins.import_timeout_s)
         self.runner = ToolRunner(self.registry, ACL(list(cfg.acl)), self.journal,
                                  default_timeout_s=cfg.plugins.tool_timeout_s, emit=self.emit,
                                  state_dir=cfg.db_path.parent, publish=self.publish,
-                                 scheduler=self)
+                                 scheduler=self, threads=cfg.plugins.tool_threads,
+                                 stuck_after_s=cfg.resources.stuck_after_s)
         self.stages.setdefault("models", ModelsAgent(self.pool, lambda: self.runner.acl))
         self.escalator: Escalator | None = Escalator(
             cfg.cloud, self.journal, runner=self.runner, emit=self.emit,
@@ -255,7 +258,8 @@ class Daemon:
 
     async def health(self) -> str | None:
         """Why the daemon is not healthy, or None. The event loop answering this at all is
-        the first check; then the journal's writer thread, then stuck model calls."""
+        the first check; then the journal's writer thread, stuck model calls, every tool
+        thread hung, and the MQTT bus down for more than 5 minutes."""
         try:
             await asyncio.wait_for(self.journal.counts(), 10.0)
         except Exception as e:  # noqa: BLE001 - any failure is unhealthy
@@ -264,6 +268,14 @@ class Daemon:
         if stuck:
             return (f"model {', '.join(stuck)} held for more than "
                     f"{self.cfg.resources.stuck_after_s:g} s")
+        if (tools := self.runner.health()) is not None:
+            return tools  # every tool thread hung: only a restart frees them
+        # a bus that never comes back (e.g. its reconnect starved) must not stay green
+        bus = self.bus
+        if bus is not None and bus.disconnected_since is not None:
+            down_s = time.monotonic() - bus.disconnected_since
+            if down_s > 300.0:
+                return f"MQTT not connected for {down_s:.0f} s ({bus.state}: {bus.last_error})"
         return None
 
     async def _watchdog(self) -> None:
@@ -422,7 +434,9 @@ class Daemon:
         """Re-import the plugins and rebuild the agents; no message is touched (the journal
         and the bus keep running, in-flight requests finish with the old tools)."""
         async with self._reload_lock:
-            registry = await asyncio.to_thread(tool_registry.load, list(self.cfg.plugins.dirs))
+            registry = await asyncio.to_thread(
+                tool_registry.load, list(self.cfg.plugins.dirs),
+                import_timeout_s=self.cfg.plugins.import_timeout_s)
             self.registry = registry
             self.runner.registry = registry
             if self.embedder is not None:
@@ -817,6 +831,8 @@ class Daemon:
         window = self.cfg.delivery.outbox_max_inflight
         inflight: dict[int, asyncio.Future[None]] = {}
         finished: asyncio.Queue[tuple[int, bool]] = asyncio.Queue()
+        failures: dict[int, int] = {}  # outbox row -> publishes that failed (this run)
+        refused: set[int] = set()  # rows to dead-letter at the next fetch
 
         def on_done(row_id: int, sent: float, fut: asyncio.Future[None]) -> None:
             ok = not fut.cancelled() and fut.exception() is None
@@ -831,10 +847,24 @@ class Daemon:
             await self._clock_settled()
             room = window - len(inflight)
             rows = await self.journal.outbox_fetch(room, list(inflight)) if room > 0 else []
+            for r in [r for r in rows if r.id in refused]:
+                refused.discard(r.id)
+                failures.pop(r.id, None)
+                await self._unsendable(r, f"publish failed {SEND_ATTEMPTS} times")
+            rows = [r for r in rows if r.id in inflight or r.id not in failures
+                    or failures[r.id] < SEND_ATTEMPTS]
             for r in rows:
                 props = _PROPS_DEC.decode(r.props) if r.props else {}
-                fut = bus.publish(r.topic, r.payload, qos=r.qos, retain=r.retain,
-                                  correlation=props.get("c"))
+                try:
+                    if not is_publishable(r.topic):
+                        raise ValueError("not a valid MQTT topic to publish on")
+                    fut = bus.publish(r.topic, r.payload, qos=r.qos, retain=r.retain,
+                                      correlation=props.get("c"))
+                except (ValueError, TypeError, OverflowError) as e:
+                    # paho refuses it (wildcards, too long...): it can never be sent, and
+                    # must never stop the sender or block the rows behind it
+                    await self._unsendable(r, str(e))
+                    continue
                 inflight[r.id] = fut
                 sent_at = time.perf_counter()
                 fut.add_done_callback(lambda f, i=r.id, t=sent_at: on_done(i, t, f))
@@ -857,10 +887,29 @@ class Daemon:
                 inflight.pop(row_id, None)
                 if ok:
                     done_ids.append(row_id)
+                    failures.pop(row_id, None)
+                else:
+                    failures[row_id] = failures.get(row_id, 0) + 1
+                    if failures[row_id] >= SEND_ATTEMPTS:
+                        refused.add(row_id)
             if done_ids:
                 await self.journal.outbox_done(done_ids)
                 self.stats["out"] += len(done_ids)
             self._sending = len(inflight)
+
+    async def _unsendable(self, row: Any, why: str) -> None:
+        """An outbox row that can never be published: a bounded dead-letter copy (never of a
+        dead letter: no loops), then gone from the outbox."""
+        log.warning("outbox row %d to %.80r cannot be published: %s", row.id, row.topic, why)
+        self.last_error = f"{time.strftime('%H:%M:%S')} unsendable {row.kind}: {why[:200]}"
+        if row.kind != "dlq":
+            await self.journal.enqueue([OutRow(
+                topic=self.topics.dlq, priority=PRIO_DLQ, kind="dlq",
+                payload=dead_letter_payload(row.topic[:1024], row.payload[:4096],
+                                            f"cannot publish the {row.kind}: {why}",
+                                            "unpublishable", None, 0))])
+        await self.journal.outbox_done([row.id])
+        self.stats["dead"] += 1
 
     # -- status and housekeeping ----------------------------------------------------------------
 

@@ -163,7 +163,7 @@ REQUIRED_SERVICE = {
     "NotifyAccess": "main",
     "ExecReload": "/bin/kill -HUP $MAINPID",
     "WatchdogSec": "30",
-    "Restart": "on-failure",
+    "Restart": "always",
     "RestartSec": "5",
     "TimeoutStopSec": "30",
     "DynamicUser": "yes",

@@ -93,6 +93,9 @@ class MQTTBus:
         self.connected = asyncio.Event()
         self.generation = 0
         self.state = "idle"
+        # read-only for others: monotonic time since the bus is not online (None while
+        # online, or once stopped), for the watchdog's health check
+        self.disconnected_since: float | None = time.monotonic()
         self.last_error = ""
         self.stats = {"received": 0, "acked": 0, "stale_acks": 0, "published": 0,
                       "reconnects": 0}
@@ -231,6 +234,10 @@ class MQTTBus:
             else:
                 log.info(msg)
         self.state = state
+        if state in ("online", "stopped"):
+            self.disconnected_since = None
+        elif self.disconnected_since is None:
+            self.disconnected_since = time.monotonic()
         if error:
             self.last_error = error
 

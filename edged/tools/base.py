@@ -30,6 +30,15 @@ class ArgumentError(ToolError):
     pass
 
 
+class ToolCrashed(ToolError):
+    """A tool raised a BaseException (SystemExit, KeyboardInterrupt, ...): carried as an
+    ordinary error so that it can never unwind the event loop and end the daemon."""
+
+    def __init__(self, error: BaseException) -> None:
+        what = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        super().__init__(f"{what} (a tool may not end or interrupt the daemon)")
+
+
 @dataclass
 class ToolContext:
     """Handed to a tool that declares a parameter of this type (not part of its schema)."""
@@ -90,7 +99,7 @@ class Tool:
         if not isinstance(arguments, dict):
             raise ArgumentError(f"{self.name}: arguments must be an object")
         try:
-            value = msgspec.convert(arguments, self.args_type, strict=False)
+            value: Any = msgspec.convert(arguments, self.args_type, strict=False)
         except msgspec.ValidationError as e:
             raise ArgumentError(f"{self.name}: invalid arguments: {e}") from None
         return {f: getattr(value, f) for f in self.args_type.__struct_fields__}  # type: ignore

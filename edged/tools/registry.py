@@ -5,6 +5,12 @@ A plugin is a module; its tools are the functions marked with ``@tool``, named
 third-party ones. A plugin that fails to import, or whose tool has a bad signature, is
 reported (log + ``errors``) and skipped; the rest load. ``load()`` builds a fresh registry, so
 a reload (SIGHUP) swaps the whole set at once.
+
+Each import runs in a daemon thread under ``import_timeout_s``: a plugin that hangs at import
+(a blocking call at module level) is reported and skipped instead of blocking start or reload.
+A thread cannot be killed, so it is abandoned; while it still runs, that plugin is not
+imported again (unless its file changed) rather than piling up threads. Drop-in files are run
+with ``exec_module``, which holds no import lock, so a hung one blocks no other import.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ import importlib.util
 import logging
 import pkgutil
 import sys
+import threading
+import time
 import traceback
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -81,7 +89,7 @@ class Registry:
 
 
 def load(dirs: list[str] | None = None, *, builtin: bool = True, entry_points: bool = True,
-         disabled: set[str] | None = None) -> Registry:
+         disabled: set[str] | None = None, import_timeout_s: float = 10.0) -> Registry:
     reg = Registry()
     disabled = disabled or set()
     if builtin:
@@ -90,11 +98,12 @@ def load(dirs: list[str] | None = None, *, builtin: bool = True, entry_points: b
         for info in pkgutil.iter_modules(pkg.__path__):
             if info.name not in disabled:
                 _import(reg, info.name, f"builtin:{info.name}",
-                        lambda n=info.name: importlib.import_module(f"{pkg.__name__}.{n}"))
+                        lambda n=info.name: importlib.import_module(f"{pkg.__name__}.{n}"),
+                        import_timeout_s)
     if entry_points:
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             if ep.name not in disabled:
-                _import(reg, ep.name, f"entry point {ep.value}", ep.load)
+                _import(reg, ep.name, f"entry point {ep.value}", ep.load, import_timeout_s)
     for d in dirs or []:
         folder = Path(d).expanduser()
         if not folder.is_dir():
@@ -103,26 +112,81 @@ def load(dirs: list[str] | None = None, *, builtin: bool = True, entry_points: b
         for path in sorted(folder.glob("*.py")):
             if path.name.startswith("_") or path.stem in disabled:
                 continue
-            _import(reg, path.stem, str(path), lambda p=path: _load_file(p))
+            _import(reg, path.stem, str(path), lambda p=path: _load_file(p), import_timeout_s,
+                    _signature(path))
     return reg
 
 
-def _import(reg: Registry, plugin: str, source: str, loader: Any) -> None:
+@dataclass
+class _Hung:
+    thread: threading.Thread
+    signature: Any  # the file's (mtime, size) when the import started
+    since: float
+
+
+_hung: dict[str, _Hung] = {}  # source -> its abandoned import, while that thread lives
+_hung_lock = threading.Lock()
+
+
+def hung_imports() -> list[str]:
+    """Plugin imports that timed out and are still running (abandoned threads)."""
+    now = time.monotonic()
+    with _hung_lock:
+        return [f"{src} (hung for {now - h.since:.0f} s)" for src, h in _hung.items()
+                if h.thread.is_alive()]
+
+
+def _import(reg: Registry, plugin: str, source: str, loader: Any, timeout_s: float,
+            signature: Any = None) -> None:
     if plugin in reg.plugins:
         reg._error(plugin, source, f"a plugin named {plugin!r} is already loaded from "
                                    f"{reg.plugins[plugin]}")
         return
-    try:
-        module = loader()
-    except (Exception, SystemExit) as e:  # a plugin must never take the daemon down
+    with _hung_lock:
+        hung = _hung.get(source)
+        if hung is not None and not hung.thread.is_alive():
+            del _hung[source]
+        elif hung is not None and hung.signature == signature:
+            reg._error(plugin, source, f"not imported: its import started "
+                                       f"{time.monotonic() - hung.since:.0f} s ago still hangs "
+                                       f"(change the file or restart edged)")
+            return
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["module"] = loader()
+        except BaseException as e:  # noqa: BLE001 - a plugin must never take the daemon down
+            box["error"] = e
+
+    thread = threading.Thread(target=run, name=f"edged-import-{plugin}", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        with _hung_lock:
+            _hung[source] = _Hung(thread, signature, time.monotonic() - timeout_s)
+        reg._error(plugin, source, f"import did not finish within {timeout_s:g} s "
+                                   f"(plugins.import_timeout_s); abandoned")
+        return
+    if "error" in box:
+        e = box["error"]
         tb = traceback.extract_tb(e.__traceback__)
         where = f" ({tb[-1].filename}:{tb[-1].lineno})" if tb else ""
         reg._error(plugin, source, f"import failed: {type(e).__name__}: {e}{where}")
         return
+    module = box.get("module")
     if not isinstance(module, ModuleType):
         reg._error(plugin, source, "entry point must name a module")
         return
     reg.add_module(plugin, module, source)
+
+
+def _signature(path: Path) -> Any:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size)
 
 
 def _load_file(path: Path) -> ModuleType:
@@ -136,6 +200,7 @@ def _load_file(path: Path) -> ModuleType:
     try:
         spec.loader.exec_module(module)
     except BaseException:
-        sys.modules.pop(name, None)
+        if sys.modules.get(name) is module:  # a newer import may own the name by now
+            del sys.modules[name]
         raise
     return module
