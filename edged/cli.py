@@ -41,6 +41,8 @@ def cmd_run(args: argparse.Namespace, stages: dict[str, Any] | None = None) -> i
 
     cfg = _load(args)
     logs.setup(cfg.log.level, cfg.log.format, args.verbose - args.quiet)
+    # whatever edged or a plugin creates is private to the service user (state, notes, ...)
+    os.umask(0o077)
 
     async def main() -> None:
         daemon = Daemon(cfg, stages=stages)

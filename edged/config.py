@@ -221,6 +221,9 @@ class CloudConfig(_Section):
     queue_ttl_s: PosInt = 86400  # a queued escalation older than this is dropped
     redact_fields: list[str] = []  # envelope data fields (dotted paths) never sent
     redact_patterns: bool = True  # e-mails, phone numbers, cards, IBANs, IPs, secrets
+    # what the cloud_request event carries: ids, counts and sizes only, or also the
+    # (redacted) messages sent, which anyone who may subscribe to the events can read
+    event_content: Literal["metadata", "redacted"] = "metadata"
     tools: bool = True  # the cloud may call the agent's tools (under the ACL)
     daily_requests: NonNegInt = 200
     daily_tokens: NonNegInt = 200_000

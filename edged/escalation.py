@@ -10,8 +10,11 @@ How:
 - **Redacted first.** The cloud gets the working memory (system prompt, recalled memories
   except private ones, recent turns, the request) and the envelope's ``data`` with the
   ``redact_fields`` blanked; e-mail addresses, phone numbers, card numbers, IBANs, IPs and
-  secrets are replaced by placeholders (:mod:`edged.redact`). What was sent is published as
-  the ``cloud_request`` event, in that redacted form.
+  secrets are replaced by placeholders (:mod:`edged.redact`), and a recent exchange that
+  holds a secret goes as ``[private turn withheld]`` placeholders, not merely redacted.
+  Each request is published as the ``cloud_request`` event: metadata only (id, reason,
+  model, message count, token estimate, redaction counts) unless ``event_content =
+  "redacted"`` adds the messages as sent (anyone on the bus could read a conversation).
 - **Tools under the same ACL.** The cloud sees only the tools that the agent may use and the
   ACL allows for this device, in the OpenAI tool-calling format; every call it makes goes
   through the same runner (visibility, ACL, schema, once, audit). A tool the ACL denies is
@@ -46,6 +49,8 @@ import msgspec
 
 from .config import CloudConfig, ConfigError, ModelConfig
 from .journal import Escalation, Journal, OutRow
+from .memory.store import approx_tokens
+from .memory.working import private_withheld
 from .messages import Reply, Request, ToolCall
 from .models import GenerationRequest, ModelError, Unreachable
 from .redact import Redactor
@@ -205,8 +210,11 @@ class Escalator:
     async def _messages(self, agent: Any, request: Request
                         ) -> tuple[list[dict[str, Any]], dict[str, int]]:
         wm = await agent.working_memory(request, for_cloud=True)
+        wm.turns, n = private_withheld(wm.turns)  # again: whatever agent built them
         messages = wm.messages()
         counts: dict[str, int] = {}
+        if wm.withheld + n:
+            counts["private_turn"] = wm.withheld + n
         if request.data:
             data, c = self.redactor.data(request.data)
             counts.update(c)
@@ -229,6 +237,18 @@ class Escalator:
             spec["function"]["name"] = tool_wire_name(t.name)
             specs.append(spec)
         return specs
+
+    def _request_event(self, request: Request, reason: str, messages: list[dict[str, Any]],
+                       specs: list[dict[str, Any]], counts: dict[str, int]) -> dict[str, Any]:
+        """The ``cloud_request`` event: metadata, the messages only if configured."""
+        event: dict[str, Any] = {
+            "request_id": request.id, "reason": reason, "model": self.cfg.model,
+            "message_count": len(messages),
+            "tokens": sum(approx_tokens(json.dumps(m, ensure_ascii=False)) for m in messages),
+            "tools": [s["function"]["name"] for s in specs], "redacted": counts}
+        if self.cfg.event_content == "redacted":
+            event["messages"] = messages
+        return event
 
     # -- talking to the cloud ------------------------------------------------------------------
 
@@ -264,9 +284,8 @@ class Escalator:
                         messages: list[dict[str, Any]], specs: list[dict[str, Any]],
                         reason: str, counts: dict[str, int]) -> Reply:
         t0 = time.perf_counter()
-        await self._emit("cloud_request", {
-            "request_id": request.id, "reason": reason, "messages": messages,
-            "tools": [s["function"]["name"] for s in specs], "redacted": counts})
+        await self._emit("cloud_request", self._request_event(request, reason, messages,
+                                                              specs, counts))
         by_wire = {tool_wire_name(n): n for n in agent.tools}
         calls: list[ToolCall] = []
         convo = list(messages)

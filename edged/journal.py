@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import msgspec
 import sqlean as sqlite3
 
+from .files import secure_dir, secure_sqlite
 from .messages import DeadLetter
 
 log = logging.getLogger("edged.journal")
@@ -274,7 +275,7 @@ class Journal:
 
     async def open(self) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            secure_dir(self.path.parent)  # 0700: the journal holds the messages themselves
         except OSError as e:
             raise JournalError(f"{self.path}: cannot create its directory: {e}") from None
         ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -300,6 +301,7 @@ class Journal:
         self._thread = None
 
     def _connect(self) -> sqlite3.Connection:
+        secure_sqlite(self.path)  # 0600 before SQLite creates it, its WAL and SHM
         conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self._synchronous}")

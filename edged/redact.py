@@ -67,8 +67,9 @@ _GROUPS = re.compile(r"[ .-]")
 # Words that name a secret. Used twice: the value after such a word is redacted ("the wifi
 # password is hunter2"), and a dict key ending in one has its value redacted.
 _SECRET_WORDS = (
-    r"pass(?:word|wd|phrase|code)|pwd|pin(?:[ _-]?code)?"
-    r"|(?:alarm|door|security|access|gate|garage|safe|lock|entry|unlock|verification)[ _-]?code"
+    r"pass(?:word|wd|phrase|code|key)|pwd|pin(?:[ _-]?code)?"
+    r"|(?:alarm|door|security|access|gate|garage|safe|lock|entry|unlock|verification|keypad)"
+    r"[ _-]?code|(?:safe|lock)[ _-]?combination"
     r"|(?:wi-?fi|network|wlan)[ _-]?key"
     r"|(?:client[ _-]?|app[ _-]?)?secret(?:[ _-]?key)?"
     r"|api[ _-]?key|access[ _-]?key|private[ _-]?key"
@@ -76,14 +77,50 @@ _SECRET_WORDS = (
     r"|bank[ _-]?account(?:[ _-]?number)?|account[ _-]?number|iban"
     r"|credit[ _-]?card(?:[ _-]?number)?|card[ _-]?number|cvv|cvc|otp"
 )
+# Text: a secret word, optionally a prepositional qualifier ("the code for the front door",
+# "the password of the router"), a linking word, then the value. Bare "code", "key" and
+# "combination" name other things too ("error code", "key to success"), so they need a value
+# with a digit or a symbol (see _secret_value). Every repeat is bounded or unambiguous: the
+# scan stays linear on long input.
+_SP = r"[^\S\r\n]"
+# A qualifier's word starts with a letter, or is a placeholder of a stage that runs before
+# this one: never a number that a later stage replaces, nor this stage's own "[secret]", so
+# that redacting again finds nothing new.
+_WORD = r"(?:[^\W\d_]\w*(?:[.'\u2019-]\w+)*|\[(?:email|iban|card)\])"
+# After a qualifier no "'s": "Anna's" is a word there, and two parses of one text could
+# make redacting again find a value the first pass did not.
+_QUAL_LINK = (
+    rf"{_SP}*(?:[:=]|=>){_SP}*"
+    rf"|{_SP}+(?:is|was|are|were|equals)(?:{_SP}+(?:now|still|set{_SP}+to|changed{_SP}+to))?"
+    rf"(?:{_SP}*:)?{_SP}+"  # not "SP* :? SP+": quadratic on a run of spaces
+    rf"|{_SP}+to{_SP}+be{_SP}+")
+_LINK = rf"{_QUAL_LINK}|['\u2019]s{_SP}+"
 _SECRET_VALUE = re.compile(
-    _left(r"A-Za-z\\") + rf"(?:{_SECRET_WORDS})(?![A-Za-z])"
-    r"(?P<sep>[\"']?[ \t]*(?:[:=]|=>)[ \t]*"
-    r"|[ \t]+(?:is|was|are)(?:[ \t]+(?:now|still|set[ \t]+to|changed[ \t]+to))?[ \t]*:?[ \t]+"
-    r"|[ \t]+(?:set[ \t]+to|changed[ \t]+to|to)[ \t]+"
-    r"|[ \t]+)"
-    r"(?:(?P<q>[\"'])(?P<qv>[^\"'\n\\\[\]]{1,200})(?P=q)|(?P<v>[^\s\"'`,;\[\]{}()<>\\]+))",
+    _left(r"A-Za-z\\")
+    + rf"(?P<noun>{_SECRET_WORDS}|(?<![\w.\\-])(?:code|key|combination))(?![A-Za-z])"
+    rf"(?:(?P<qual>{_SP}+(?:for|of|to|on|at|in|from|into)(?:{_SP}+{_WORD}){{1,6}}?)"
+    rf"(?P<link>{_QUAL_LINK})"
+    rf"|(?P<sep>[\"']?{_SP}*(?:[:=]|=>){_SP}*|{_LINK}"
+    rf"|{_SP}+(?:set{_SP}+to|changed{_SP}+to|to){_SP}+|{_SP}+))"
+    r"(?:(?P<q>[\"'])(?P<qv>[^\"'\n\\\[\]]{1,200})(?P=q)"
+    r"|\u201c(?P<cv>[^\u201d\n\\\[\]]{1,200})\u201d"
+    r"|(?P<v>[^\s\"'`,;\[\]{}()<>\\\u201c\u201d]+))",
     re.IGNORECASE)
+# "to" that starts a qualifier ("the key to the shed is ...") is never a separator
+_QUALIFIER_TO = re.compile(rf"{_SP}+to(?:{_SP}+{_WORD}){{1,6}}?(?:{_QUAL_LINK})",
+                           re.IGNORECASE)
+# a number's further groups ("12 34 56") and a passphrase's further words
+_DIGITS = re.compile(r"[0-9]+(?:-[0-9]+)*")
+_DIGIT_TAIL = re.compile(rf"(?:{_SP}[0-9]{{2,}}(?:-[0-9]+)*(?![\w\[])){{0,8}}")
+_PHRASE_TAIL = re.compile(rf"(?:{_SP}+[^\s\"'`,;.!?\[\]{{}}()<>\\]+){{0,8}}")
+_AMBIGUOUS = frozenset(("code", "key", "combination"))
+# the word before a bare "code" / "key" that makes it no secret
+_NOT_SECRET_BEFORE = frozenset("""
+zip area post postal error status exit return source country dial iso qr bar http response
+colour color dress morse machine program programme sort primary foreign hot answer music
+piano winning lucky cache hash partition lookup map dict translation shortcut
+""".split())
+_PREV_WORD = re.compile(r"([A-Za-z]+)[ \t_-]*$")
 _SECRET_KEY = re.compile(rf"(?<![A-Za-z])(?:{_SECRET_WORDS})$", re.IGNORECASE)
 _VALUE_TAIL = re.compile(r"[.!?:)]+$")
 _NOT_A_SECRET = frozenset("""
@@ -92,11 +129,14 @@ is are was still now also so too very really same different new old changed chan
 set wrong right correct incorrect valid invalid expired missing required needed unknown ok
 okay fine good bad easy hard strong weak secure empty blank working stored saved written
 printed taped taken used what which where here there below above being case sensitive
-protected enabled disabled active locked unlocked high low off
+protected enabled disabled active locked unlocked high low off out under behind inside with
+by from into about hidden lost gone broken why how who when because if but yes
 """.split())
 
 _MENTIONS_SECRET = re.compile(
-    r"\b(?:pass(?:word|code)s?|pin(?:[ _-]?code)?s?|(?:alarm|door|security)[ _-]?codes?"
+    r"\b(?:pass(?:word|code|phrase|key)s?|pin(?:[ _-]?code)?s?"
+    r"|(?:alarm|door|security|gate|garage|safe|lock|entry|access|keypad)[ _-]?codes?"
+    r"|(?:safe|lock)[ _-]?combinations?|wi-?fi[ _-]?keys?"
     r"|secrets?|api[ _-]?keys?|tokens?|bank[ _-]?accounts?|ibans?|credit[ _-]?cards?)\b",
     re.IGNORECASE)
 
@@ -233,23 +273,53 @@ def _phone_shaped(s: str) -> bool:
 
 
 def _secret_value(m: re.Match[str]) -> tuple[int, str] | None:
-    sep = m.group("sep").strip(" \t\"'").lower()
-    if m.group("qv") is not None:
-        value, start, end = m.group("qv"), m.start("qv"), m.end("qv")
+    noun = m.group("noun").lower()
+    link = m.group("link") if m.group("qual") is not None else m.group("sep")
+    words = re.findall(r"[a-z]+|[:=]", link.lower())
+    text = m.string
+    quoted = m.group("qv") is not None or m.group("cv") is not None
+    if quoted:
+        g = "qv" if m.group("qv") is not None else "cv"
+        value, start, end = m.group(g), m.start(g), m.end(g)
     else:
         value, start = m.group("v"), m.start("v")
         tail = _VALUE_TAIL.search(value)
         if tail:
             value = value[:tail.start()]
         end = start + len(value)
-    if not value.strip() or value.strip().lower() in _NOT_A_SECRET:
+        if _DIGITS.fullmatch(value):  # "12 34 56": the whole number
+            end = _match_end(_DIGIT_TAIL, text, end)
+        elif noun == "passphrase" and not tail:  # "correct horse battery staple"
+            end = _match_end(_PHRASE_TAIL, text, end)
+            value = text[start:end]
+    lowered = value.strip().lower()
+    if not lowered or all(w in _NOT_A_SECRET for w in lowered.split()):
         return None
-    if not sep:  # "door code 4471": a bare space only before a number
+    if noun == "secret" and m.group("qual") and value.isalpha():
+        return None  # "the secret to good coffee is fresh beans"
+    if noun in _AMBIGUOUS:  # "error code 404", "the key to success is patience"
+        before = _PREV_WORD.search(text, max(0, m.start() - 24), m.start())
+        if before and before.group(1).lower() in _NOT_SECRET_BEFORE:
+            return None
+        if not quoted and value.isalpha():
+            return None
+        if link.startswith(("\"", "'")) and not _DIGITS.fullmatch(value):
+            return None  # {"key": "light.kitchen"} names a thing; {"code": "4471"} is one
+    if not words:  # "door code 4471": a bare space only before a number
         if not (value.isdigit() and 4 <= len(value) <= 12):
             return None
-    elif sep.split()[0] in ("to", "set", "changed") and not any(c.isdigit() for c in value):
+    elif words[0] in ("to", "set", "changed") and words[:2] != ["to", "be"] and not any(
+            c.isdigit() for c in value):
         return None  # "send the token to alice"
-    return end, m.string[m.start():start] + "[secret]"
+    if words[:1] == ["to"] and m.group("qual") is None and _QUALIFIER_TO.match(
+            text, m.end("noun")):
+        return None  # redacted as "<noun> to <qualifier> is <value>", or not at all
+    return end, text[m.start():start] + "[secret]"
+
+
+def _match_end(pattern: re.Pattern[str], s: str, pos: int) -> int:
+    m = pattern.match(s, pos)
+    return m.end() if m else pos
 
 
 _STAGES: tuple[tuple[str, re.Pattern[str], _Check], ...] = (

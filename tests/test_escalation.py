@@ -85,7 +85,8 @@ def _sent_text(body: dict[str, Any]) -> str:
 async def test_online_escalation_is_redacted_and_offers_only_allowed_tools(
         cloud, broker, make_config, run_daemon):
     cloud.start()
-    d = await run_daemon(make_config(extra=agent_config(cloud)), timeout=60)
+    d = await run_daemon(make_config(extra=agent_config(cloud, event_content="redacted")),
+                         timeout=60)
     await d.memory.remember("phone", "I like jazz in the evening", "preference")
     await d.memory.remember("phone", "The alarm code is 4471", "fact")
     assert d.memory.store.list("phone", kind="fact")[0].private  # found sensitive by itself
@@ -120,6 +121,32 @@ async def test_online_escalation_is_redacted_and_offers_only_allowed_tools(
     # the cloud's usage is counted against today's budget
     day = d.escalator._day()
     assert (await d.journal.cloud_usage(day))[0] == 2
+
+
+async def test_secret_turns_never_reach_the_cloud_and_events_carry_metadata_only(
+        cloud, broker, make_config, run_daemon):
+    cloud.start()
+    d = await run_daemon(make_config(extra=agent_config(cloud)), timeout=60)
+    secret = "correct horse battery staple"  # no pattern catches it: the turn is private
+    await d.memory.record("phone", "phone", "s0", f"my wifi password is {secret}",
+                          f"Noted: {secret}.")
+    await d.memory.record("phone", "phone", "s1", "I like jazz", "Noted.")
+    with peer(broker.port) as p:
+        p.subscribe("edged/out/+", "edged/events/+")
+        r = await _ask(p, "phone", "p1", f"{POEM}, mail anna@example.com")
+        assert r["escalated"] is True
+        [body] = [q["body"] for q in cloud.requests("/chat/completions")]
+        sent = _sent_text(body)
+        assert "horse" not in sent and "wifi password" not in sent
+        assert sent.count("[private turn withheld]") == 2  # the request and its echoing reply
+        assert "I like jazz" in sent  # an ordinary turn still goes
+        [ev] = await asyncio.to_thread(p.wait_count, 1, 10,
+                                       lambda m: m.topic == "edged/events/cloud_request")
+    event = json.loads(ev.payload)["data"]
+    assert "messages" not in event and POEM not in ev.payload.decode()
+    assert event["request_id"] == "p1" and event["model"] == "cloud-model"
+    assert event["message_count"] == len(body["messages"]) and event["tokens"] > 0
+    assert event["redacted"] == {"private_turn": 2, "email": 1}
 
 
 async def test_offline_escalations_follow_up_once_after_the_cloud_and_a_restart_return(

@@ -62,6 +62,19 @@ POSITIVE = [
     ('the password is "correct horse"', 'the password is "[secret]"', "secret"),
     ("MY_API_KEY=abc", "MY_API_KEY=[secret]", "secret"),
     ('{"password": "hunter2"}', '{"password": "[secret]"}', "secret"),
+    # a qualifier and more linking words between the secret word and its value
+    ("the code for the front door is 4471", "the code for the front door is [secret]",
+     "secret"),
+    ("password for the router is Tr0ub4dor&3", "password for the router is [secret]",
+     "secret"),
+    ("safe combination is 12-34-56", "safe combination is [secret]", "secret"),
+    ("the gate code's 9911", "the gate code's [secret]", "secret"),
+    ("the code equals 7788", "the code equals [secret]", "secret"),
+    ("make the passcode to be 2468", "make the passcode to be [secret]", "secret"),
+    ("the combination is 12 34 56 now", "the combination is [secret] now", "secret"),
+    ("the passphrase is correct horse battery staple", "the passphrase is [secret]",
+     "secret"),
+    ('{"code": "4471"}', '{"code": "[secret]"}', "secret"),
     # IPv4
     ("server at 192.168.1.10", "server at [ip]", "ip"),
     ("proxy 10.0.0.1:8080", "proxy [ip]:8080", "ip"),
@@ -103,6 +116,10 @@ def test_json_encoded_text_is_redacted_too():
     "the password is not working", "send the token to alice", "my pin is wrong",
     "GPIO pin 17 high", "the alarm code for the garage", "the bearer of bad news",
     "sk-learn-is-not-a-key-at-all", "",
+    "what is the temperature", "the code review is on Tuesday", "the error code is 404",
+    '{"status_code": 200, "error_code": 4004}', "the key to success is patience",
+    "the key is under the mat", "zip code is 90210", "the token count is 12",
+    '{"key": "light.kitchen"}', "the secret to good coffee is fresh beans",
 ])
 def test_ordinary_text_stays_untouched(text):
     assert R.text(text) == (text, {})
@@ -206,6 +223,8 @@ FRAGMENTS = st.sampled_from([
     "anna@example.com", "0171 2345678", "+44 ", "(555) ", "1-800-", "2026-11-23", "21:30",
     "192.168.1.1", "4111 1111 1111 1111", "DE89 3704 0044 0532 0130 00", "GB82", "sk-",
     "AKIA", "eyJhbGciOi.eyJzdWIi.", "9f86d081884c7d659a2feaa0c55ad015", "[phone]", "[secret]",
+    "code for the door is ", "'s ", "\u2019s ", "combination is ", "key ", "passphrase is ",
+    " equals ", " to be ", "12 34", "\u201c", "\u201d", "\u00a0", " for ", " to ", "Anna's",
 ])
 
 

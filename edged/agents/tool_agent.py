@@ -117,7 +117,7 @@ class ToolAgent:
                              for_cloud: bool = False) -> WorkingMemory:
         """System prompt + recalled memories + recent turns + request, within the budget:
         what a model that answers freely (the cloud) gets; private memories never go to
-        the cloud."""
+        the cloud, and exchanges with a secret go as placeholders."""
         system = self.cfg.system_prompt or (
             f"You are the assistant on a home gateway. {self.cfg.description} Answer "
             f"briefly.".strip())
@@ -129,7 +129,8 @@ class ToolAgent:
             turns = await self.memory.recent(_session(request))
         return build_working_memory(system, request.text, memories=memories, turns=turns,
                                     budget=budget or (self.memory.cfg.context_tokens
-                                                      if self.memory else 768))
+                                                      if self.memory else 768),
+                                    withhold_private=for_cloud)
 
     async def _handle(self, request: Request, ctx: Context) -> Reply:
         t0 = time.perf_counter()

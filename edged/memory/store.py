@@ -29,6 +29,8 @@ from typing import Any
 
 import sqlean as sqlite3
 
+from ..files import secure_dir, secure_sqlite
+
 log = logging.getLogger("edged.memory")
 
 KINDS = ("fact", "preference", "decision", "episode", "summary")
@@ -179,7 +181,12 @@ class MemoryStore:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            # memories and conversations: 0700 / 0600 (with the WAL and SHM), old files too
+            secure_dir(self.path.parent)
+            secure_sqlite(self.path)
+        except OSError as e:
+            raise MemoryStoreError(f"cannot open the memory database {self.path}: {e}") from e
         try:
             self.conn = connect(self.path)
             self.conn.executescript(SCHEMA)  # idempotent; executescript commits itself
