@@ -252,10 +252,8 @@ class WorkerBackend(Backend):
                           memory_limit_mb=self.memory_limit_mb())
         try:
             loaded = self.worker.start(start)
-        except WorkerCrashed:
-            raise
         except ModelError:
-            self.worker.stop()
+            self.worker.stop()  # reaps a worker that refused or died while loading
             raise
         self.system_info = loaded.system_info
         self.loaded = True
