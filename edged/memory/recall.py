@@ -20,6 +20,8 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+import sqlean
+
 from ..config import MemoryConfig
 from .store import KINDS, MemoryRow, MemoryStore, MemoryStoreError, Turn
 
@@ -76,7 +78,11 @@ class Memory:
         if self._embed is None:
             return 0
         dim = len((await self._embed(["dimension probe"]))[0])
-        return await self.run(self.store.use_embedder, self.embedder_id, dim)
+        try:
+            return await self.run(self.store.use_embedder, self.embedder_id, dim)
+        except sqlean.Error as e:  # a damaged file that opened: as unusable as one that did not
+            raise MemoryStoreError(f"cannot open the memory database {self.store.path}: "
+                                   f"{e}") from e
 
     async def close(self) -> None:
         await self.run(self.store.close)

@@ -147,13 +147,17 @@ def connect(path: str | Path) -> Any:
     """A connection with sqlite-vec loaded (sqlean.py: extensions allowed)."""
     vec0 = _vec0_path()
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-    conn.enable_load_extension(True)
-    conn.load_extension(vec0)
-    conn.enable_load_extension(False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA busy_timeout=5000")
-    conn.execute("PRAGMA foreign_keys=ON")
+    try:
+        conn.enable_load_extension(True)
+        conn.load_extension(vec0)
+        conn.enable_load_extension(False)
+        conn.execute("PRAGMA journal_mode=WAL")  # the first read: "file is not a database"
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute("PRAGMA foreign_keys=ON")
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 
@@ -196,9 +200,12 @@ class MemoryStore:
                                   "DEFAULT 0")
             self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)",
                               (SCHEMA_VERSION,))
-        except sqlite3.Error as e:
+            meta = dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.Error as e:  # corrupt, not a database, unreadable: one clear error
+            if self.conn is not None:
+                self.conn.close()
+                self.conn = None
             raise MemoryStoreError(f"cannot open the memory database {self.path}: {e}") from e
-        meta = dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
         self.embedder = meta.get("embedder", "")
         self.dim = int(meta.get("dim", 0) or 0)
         self.gen = int(meta.get("embedder_gen", 0) or 0)
