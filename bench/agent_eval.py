@@ -42,7 +42,7 @@ from bench._runner import ROOT, Bench, Timing  # noqa: E402
 from tests.harness import Broker, DaemonProcess, Peer, write_config  # noqa: E402
 
 DEFAULT_CASES = ROOT / "tests" / "data" / "agent_eval.jsonl"
-REPLY_TOPIC = "bench/agent-eval/reply"
+REPLY_TOPIC = "edged/out/{device}/agent-eval"  # in each device's own reply space
 # the agent chose a tool but could not fill a choice or a yes/no, and asks instead of calling
 _ASKS = re.compile(r"^(sorry, )?which \S+ do you mean", re.I)
 WARMUP = ["turn on the kitchen lights", "note that the plumber comes on friday"]
@@ -188,7 +188,7 @@ class Asker:
         self.cond = threading.Condition()
         self.replies: dict[bytes, tuple[float, bytes]] = {}
         self.peer.c.on_message = self._on_message
-        self.peer.subscribe(REPLY_TOPIC)
+        self.peer.subscribe(REPLY_TOPIC.format(device="+"))
 
     def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
         t = time.perf_counter()
@@ -200,7 +200,8 @@ class Asker:
     def ask(self, device: str, text: str, timeout: float) -> tuple[dict[str, Any], float]:
         corr = f"eval-{uuid.uuid4().hex[:16]}".encode()
         t0 = time.perf_counter()
-        self.peer.publish(f"edged/in/{device}", text.encode(), response_topic=REPLY_TOPIC,
+        self.peer.publish(f"edged/in/{device}", text.encode(),
+                          response_topic=REPLY_TOPIC.format(device=device),
                           correlation=corr, wait=False)
         deadline = time.monotonic() + timeout
         with self.cond:

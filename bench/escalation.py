@@ -26,7 +26,7 @@ from bench._runner import ROOT, Bench, Timing  # noqa: E402
 from tests.cloud_server import CloudServer  # noqa: E402
 from tests.harness import Broker, DaemonProcess, Peer, write_config  # noqa: E402
 
-REPLY = "bench/escalation/reply"
+REPLY = "edged/out/bench/escalation"  # in the device's own reply space
 
 
 def main() -> None:

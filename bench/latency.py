@@ -53,12 +53,15 @@ c.loop_forever()
 
 def round_trips(port: int, topic: str, n: int) -> Timing:
     p = Peer(port).connect()
-    p.subscribe("bench/reply")
+    # edged answers only within the device's reply space (edged/out/<device>/...)
+    reply = f"edged/out/{topic.split('/')[-1]}/reply" if topic.startswith("edged/in/") \
+        else "bench/reply"
+    p.subscribe(reply)
     samples: list[float] = []
     try:
         for i in range(n + 20):
             t0 = time.perf_counter()
-            p.publish(topic, f"request {i}", response_topic="bench/reply",
+            p.publish(topic, f"request {i}", response_topic=reply,
                       correlation=f"{topic}-{i}".encode(), wait=False)
             p.wait_count(i + 1, 30)
             if i >= 20:  # warm-up

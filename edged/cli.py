@@ -49,10 +49,19 @@ def cmd_run(args: argparse.Namespace, stages: dict[str, Any] | None = None) -> i
         daemon.config_path = args.config or config.default_config_path()  # for SIGHUP
         await daemon.run(install_signals=True)
 
+    from .journal import JournalError
+
     try:
         asyncio.run(main())
     except KeyboardInterrupt:
         pass
+    except JournalError as e:  # cannot open or read it at start: say what to do, no traceback
+        c = f" -c {args.config}" if args.config else ""
+        print(f"edged: cannot open the journal: {e}\n"
+              f"  check it:             edged journal check{c}\n"
+              f"  save what it holds:   edged journal recover{c}  (keeps the damaged file)",
+              file=sys.stderr)
+        return 1
     return 0
 
 
@@ -107,7 +116,7 @@ def _round_trip(cfg: config.Config, envelope: dict[str, Any], device: str,
     c, host, port, v5 = _mqtt_client(cfg, "edged-ask")
     prefix = cfg.mqtt.topic_prefix
     req_id = uuid.uuid4().hex[:16]
-    reply_topic = f"{prefix}/cli/{req_id}"
+    reply_topic = f"{prefix}/out/{device}/{req_id}"  # in the device's own reply space
     got: dict[str, Any] = {}
     done = threading.Event()
     subscribed = threading.Event()
@@ -250,8 +259,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     errors = d.get("plugin_errors") or []
     print(f"  tools: {d.get('tools', '?')}; plugins not loaded: "
           f"{'; '.join(errors) if errors else 'none'}")
+    if d.get("storage", "ok") != "ok":
+        print(f"  storage: DEGRADED: {d['storage']}")
     mem = d.get("memory") or {}
-    if mem:
+    if mem.get("unavailable"):
+        print(f"  memory: UNAVAILABLE: {mem['unavailable']}")
+    elif mem:
         print(f"  memory: {mem.get('memories', 0)} memories, {mem.get('turns', 0)} turns, "
               f"{mem.get('pending_vectors', 0)} to re-embed")
     cloud = d.get("cloud") or {}
@@ -457,6 +470,48 @@ def cmd_tools_audit(args: argparse.Namespace) -> int:
               f"[{ms:.0f} ms, request {rid}]")
     if not rows:
         print("(no tool calls recorded)")
+    return 0
+
+
+def cmd_journal(args: argparse.Namespace) -> int:
+    """check | recover the journal database (``storage.path``)."""
+    import sqlean
+
+    from .journal import INBOX_STATES, JournalError, check_file, recover_file
+
+    cfg = _load(args)
+    path = cfg.db_path
+    if not path.is_file():
+        print(f"edged: no journal at {path}", file=sys.stderr)
+        return 1
+    c = f" -c {args.config}" if args.config else ""
+    if args.journal_command == "check":
+        report = check_file(path)
+        if report.problems:
+            print(f"edged journal {path}: DAMAGED")
+            for problem in report.problems[:20]:
+                print(f"  {problem}")
+            print(f"  stop edged, then save what it holds: edged journal recover{c}")
+            return 1
+        n = report.counts
+        print(f"edged journal {path}: OK")
+        print(f"  inbox {n['inbox']} (" + ", ".join(
+            f"{report.states.get(s, 0)} {s}" for s in INBOX_STATES) + f"), outbox "
+            f"{n['outbox']}, dedup keys {n['seen']}, steps {n['steps']}, tool calls "
+            f"{n['tool_calls']}, scheduled {n['scheduled']}, escalations {n['escalations']}")
+        return 0
+    try:
+        s = recover_file(path)
+    except (JournalError, sqlean.Error, OSError) as e:
+        print(f"edged: cannot recover {path}: {e}", file=sys.stderr)
+        return 1
+    how = "it read whole: copied as is" if s.method == "copy" else \
+        "damaged: read row by row, skipping what is unreadable"
+    print(f"edged journal {path}: recovered ({how})")
+    print("  saved: " + ", ".join(f"{t} {k}" for t, k in s.saved.items()))
+    for lost in s.unreadable:
+        print(f"  lost: {lost}")
+    print(f"  the damaged file is kept as {s.kept}")
     return 0
 
 
@@ -673,6 +728,16 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=cmd_memory)
     m = msub.add_parser("stats", parents=[common], help="counts, embedder, database size")
     m.set_defaults(func=cmd_memory)
+
+    s = sub.add_parser("journal", parents=[common], help="journal: check, recover")
+    jsub = s.add_subparsers(dest="journal_command", metavar="ACTION", required=True)
+    j = jsub.add_parser("check", parents=[common],
+                        help="integrity check and table counts; exit 1 when damaged")
+    j.set_defaults(func=cmd_journal)
+    j = jsub.add_parser("recover", parents=[common],
+                        help="copy what can be read into a fresh journal (edged stopped); "
+                             "keeps the damaged file as <name>.corrupt-<time>")
+    j.set_defaults(func=cmd_journal)
 
     s = sub.add_parser("status", parents=[common], help="show the retained daemon status")
     s.add_argument("--timeout", type=float, default=3.0)

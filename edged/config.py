@@ -102,8 +102,13 @@ class StorageConfig(_Section):
 class DeliveryConfig(_Section):
     """Journal, dedup, retries, outbox and admission (a refinement of DESIGN.md's sections)."""
 
-    dedup_window_s: PosFloat = 600.0
-    retention_s: PosFloat = 7 * 24 * 3600.0
+    # how long the broker's redelivery (DUP, same packet id) of a delivery is recognised; the
+    # same words published again are always a new request
+    dedup_window_s: PosFloat = 24 * 3600.0
+    # v5 correlation data (no envelope id) is a device's request key for this long only:
+    # devices that send constant correlation data must not be blocked
+    correlation_window_s: PosFloat = 300.0
+    retention_s: PosFloat = 7 * 24 * 3600.0  # envelope ids are remembered this long
     max_attempts: PosInt = 3
     max_payload_bytes: Annotated[int, msgspec.Meta(ge=64)] = 64 * 1024
     max_pending: PosInt = 10_000
@@ -111,7 +116,9 @@ class DeliveryConfig(_Section):
     batch_max: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 512
     outbox_max_rows: PosInt = 100_000
     outbox_ttl_s: PosFloat = 24 * 3600.0
-    outbox_max_inflight: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 32
+    # outbox rows published and not yet recorded as sent: a crash repeats at most this many
+    # (1: at most one reply per crash, ~45% of the reply rate of 8 on a burst of echoes)
+    outbox_max_inflight: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 1
     rate_per_s: NonNegFloat = 5.0  # per device; 0 disables the limit
     rate_burst: PosInt = 20
     status_interval_s: PosFloat = 30.0
@@ -172,6 +179,11 @@ class RouteConfig(_Section):
     topic: Annotated[str, msgspec.Meta(min_length=1)]
     agent: Name
     priority: Annotated[int, msgspec.Meta(ge=0, le=9)] = 5
+    # the device this route's messages speak for when its filter has no + level (with one,
+    # the first + level is the device); never taken from the payload
+    device: str | None = None
+    # topic filters replies may go to besides <prefix>/out/<device>[/...]
+    reply_topics: list[str] = []
 
 
 class RouterConfig(_Section):
@@ -235,8 +247,11 @@ class CloudConfig(_Section):
 
 class ACLRule(_Section):
     match: Annotated[str, msgspec.Meta(min_length=1)]
-    allow: list[str] = []
+    allow: list[str] = []  # tool patterns; admin actions (models.*) need an explicit allow
     deny: list[str] = []
+    agents: list[str] = []  # agent patterns an envelope's "agent" may name ([]: any)
+    max_priority: Annotated[int, msgspec.Meta(ge=0, le=9)] | None = None  # envelope priority cap
+    reply_to: list[str] = []  # topic filters replies may go to besides the device's own
 
 
 class MetricsConfig(_Section):
@@ -516,9 +531,20 @@ def _validate(cfg: Config, source: str) -> Config:
             f"router.default_agent: expected one of {sorted(known_agents)}, "
             f"got {cfg.router.default_agent!r}"
         )
+    for i, route in enumerate(cfg.routes):
+        if route.device is not None and (err := device_id_error(route.device)):
+            problems.append(f"routes[{i}].device: {err}, got {route.device!r}")
+        for j, f in enumerate(route.reply_topics):
+            if err := topic_filter_error(f):
+                problems.append(f"routes[{i}].reply_topics[{j}]: {err}, got {f!r}")
     for i, rule in enumerate(cfg.acl):
-        if not rule.allow and not rule.deny:
-            problems.append(f"acl[{i}]: expected at least one of 'allow' or 'deny'")
+        if not (rule.allow or rule.deny or rule.agents or rule.reply_to or
+                rule.max_priority is not None):
+            problems.append(f"acl[{i}]: expected at least one of 'allow', 'deny', 'agents', "
+                            "'max_priority' or 'reply_to'")
+        for j, f in enumerate(rule.reply_to):
+            if err := topic_filter_error(f):
+                problems.append(f"acl[{i}].reply_to[{j}]: {err}, got {f!r}")
     for name, model in cfg.models.items():
         if model.backend == "openai" and not model.base_url:
             problems.append(f"models.{name}.base_url: required for backend 'openai'")
@@ -561,6 +587,20 @@ def topic_filter_error(topic: str) -> str | None:
             return "'#' must be a whole last level"
         if "+" in level and level != "+":
             return "'+' must be a whole level"
+    return None
+
+
+MAX_DEVICE_ID = 128  # bytes: an id is a topic level and a key in every table
+
+
+def device_id_error(device: str) -> str | None:
+    """Why a device id is refused (the identity every decision hangs on), or None."""
+    if not device:
+        return "expected a non-empty device id"
+    if any(c in device for c in "+#/\x00"):
+        return "a device id must not contain '+', '#', '/' or NUL"
+    if len(device.encode()) > MAX_DEVICE_ID:
+        return f"a device id must be at most {MAX_DEVICE_ID} bytes"
     return None
 
 

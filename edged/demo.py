@@ -91,8 +91,11 @@ default_agent = "house"
 [memory]
 embedder = "bundled:minilm-l6-int8"
 [[acl]]
-match = "edged/in/kids-tablet"
+match = "kids-tablet"
 deny = ["locks.*", "models.*"]
+[[acl]]
+match = "cli"
+allow = ["models.*"]
 """
 
 
@@ -396,7 +399,7 @@ class Device:
         self.name = name
         self.port = port
         self.prefix = prefix
-        self.reply_topic = f"demo/{name}/reply"
+        self.reply_topic = f"{prefix}/out/{name}/reply"  # in the device's own reply space
         self._loop = asyncio.get_running_loop()
         self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._connected: asyncio.Future[Any] = self._loop.create_future()

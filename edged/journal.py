@@ -3,8 +3,9 @@
 All access goes through one writer thread that groups whatever work is queued into a single
 transaction (group commit): many messages cost one fsync, and the event loop never blocks on
 disk. Each queued operation runs in its own SAVEPOINT, so one failing operation does not undo
-its neighbours. A commit failure (disk full, I/O error) fails every operation of the group; the
-caller then does not ack, and the broker redelivers.
+its neighbours. A commit failure (disk full, I/O error) fails every operation of the group with
+a :class:`StorageError`; the daemon's calls wait such faults out (``wait_out_faults``: retried
+with back-off, ``degraded`` meanwhile), so nothing is acked or lost until the disk takes them.
 
 Inbox states: received -> processing -> done | dead; a failed attempt goes back to received
 with a back-off (``not_before``) until ``max_attempts``, then dead (quarantined + DLQ).
@@ -14,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import logging
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -28,6 +31,8 @@ import sqlean as sqlite3
 
 from .files import secure_dir, secure_sqlite
 from .messages import DeadLetter
+
+DLQ_PAYLOAD_MAX = 4096  # bytes of a payload a dead letter carries; beyond: size + SHA-256
 
 log = logging.getLogger("edged.journal")
 T = TypeVar("T")
@@ -128,9 +133,33 @@ PRIO_STATUS = 9
 PRIO_DLQ = 4
 PRIO_EVENT = 1
 
+# A DUP delivery matches a fingerprint journaled at most this many inbox rows before it: the
+# broker redelivers only what was in flight (receive_maximum at a time), and it reuses a packet
+# id only after 65535 deliveries, so an older fingerprint could be another message's.
+DUP_WINDOW = 32768
+
 
 class JournalError(Exception):
     pass
+
+
+class StorageError(JournalError):
+    """The disk refused the work: full, locked by another process, an I/O error, a damaged
+    page. Nothing of the call was committed, so it may simply be tried again."""
+
+
+# SQLite primary result codes that are the storage's fault, not the statement's: BUSY,
+# LOCKED, NOMEM, READONLY, IOERR, CORRUPT, FULL, CANTOPEN, PROTOCOL, NOTADB.
+_STORAGE_CODES = frozenset({5, 6, 7, 8, 10, 11, 13, 14, 15, 26})
+RETRY_MIN_S, RETRY_MAX_S = 0.05, 5.0  # back-off of writes that wait out a storage fault
+
+
+def _storage_error(e: Exception) -> StorageError | None:
+    code = getattr(e, "sqlite_errorcode", None)
+    if not isinstance(e, sqlite3.Error) or code is None or code & 0xFF not in _STORAGE_CODES:
+        return None
+    hint = " (see `edged journal check`)" if code & 0xFF in (11, 26) else ""
+    return StorageError(f"{e}{hint}")
 
 
 class StepInDoubt(Exception):
@@ -172,6 +201,12 @@ class Incoming:
     error_message: str = ""
     outbox: list[OutRow] = field(default_factory=list)
     route: str = ""  # the route filter it came in on (metrics label), not journaled
+    # Dedup (see _accept). The broker's DUP flag: only a redelivery is matched by fingerprint.
+    redelivered: bool = False
+    # the delivery's fingerprint (messages.content_key) when ``key`` is a request key
+    fingerprint: str = ""
+    # False for a refusal the device may retry with the same key (rate_limited, overloaded)
+    consumes_key: bool = True
 
 
 @dataclass(slots=True)
@@ -232,13 +267,20 @@ _META_DEC = msgspec.msgpack.Decoder(Meta)
 def dead_letter_payload(
     topic: str, payload: bytes, reason: str, code: str, msg_id: str | None, attempts: int
 ) -> bytes:
+    """A dead letter; an oversized payload is kept as a prefix with its size and hash (a
+    20 MiB message must not cost 27 MiB of base64 in the outbox and on the broker)."""
+    size, digest = None, None
+    if len(payload) > DLQ_PAYLOAD_MAX:
+        size, digest = len(payload), hashlib.sha256(payload).hexdigest()
+        payload = payload[:DLQ_PAYLOAD_MAX]
     try:
         body, enc = payload.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         body, enc = base64.b64encode(payload).decode(), "base64"
     return msgspec.json.encode(
-        DeadLetter(id=msg_id, topic=topic, reason=reason, code=code, payload=body,
-                   payload_encoding=enc, attempts=attempts, ts=round(time.time(), 3))
+        DeadLetter(id=msg_id, topic=topic[:1024], reason=reason, code=code, payload=body,
+                   payload_encoding=enc, attempts=attempts, ts=round(time.time(), 3),
+                   payload_bytes=size, payload_sha256=digest)
     )
 
 
@@ -250,14 +292,16 @@ class Journal:
         path: Path,
         *,
         synchronous: str = "FULL",
-        dedup_window_s: float = 600.0,
+        dedup_window_s: float = 86400.0,
+        correlation_window_s: float = 300.0,
         retention_s: float = 7 * 86400.0,
         outbox_max_rows: int = 100_000,
         outbox_ttl_s: float = 86400.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = path
-        self.dedup_window_s = dedup_window_s
+        self.dedup_window_s = dedup_window_s  # how long a fingerprint recognises a DUP
+        self.correlation_window_s = correlation_window_s
         self.retention_s = retention_s
         self.outbox_max_rows = outbox_max_rows
         self.outbox_ttl_s = outbox_ttl_s
@@ -270,6 +314,12 @@ class Journal:
         self.dropped_outbox = 0
         self.outbox_rows = 0  # kept by the writer thread; recounted at open and clean-up
         self._closing = False
+        # The daemon sets wait_out_faults: then a call that meets a storage fault is retried
+        # with back-off until the disk takes it, instead of failing the work it belongs to.
+        self.wait_out_faults = False
+        self.degraded = ""  # the fault that calls are waiting out now ("" when none)
+        self.on_degraded: Callable[[str], None] | None = None  # on each change of state
+        self._waiting = 0  # calls waiting out a fault
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -326,7 +376,10 @@ class Journal:
             item = self._q.get()
             batch = []
             while item is not None:
-                batch.append(item)
+                if item[0] is None:  # a ping: this thread is alive; no disk access
+                    item[3].call_soon_threadsafe(_set_result, item[2], None)
+                else:
+                    batch.append(item)
                 if len(batch) >= 1024:
                     break
                 try:
@@ -351,31 +404,76 @@ class Journal:
                     results.append((True, fn(conn, *args)))
                     conn.execute("RELEASE op")
                 except Exception as e:  # noqa: BLE001 - handed to the caller
+                    err = _storage_error(e) or e
+                    if not conn.in_transaction:  # e.g. SQLITE_FULL ends the whole group
+                        raise err from None
                     conn.execute("ROLLBACK TO op")
                     conn.execute("RELEASE op")
                     self.outbox_rows, self.dropped_outbox = counters
-                    results.append((False, e))
+                    results.append((False, err))
             conn.execute("COMMIT")
             self.commits += 1
         except Exception as e:  # noqa: BLE001 - the whole group failed to commit
-            log.error("journal commit failed: %s", e)
+            (log.debug if self.degraded else log.error)("journal commit failed: %s", e)
             try:
                 conn.execute("ROLLBACK")
             except Exception:  # noqa: BLE001
                 pass
             self.outbox_rows, self.dropped_outbox = group_counters
-            err = JournalError(f"journal commit failed: {e}")
+            err = e if isinstance(e, StorageError) else \
+                StorageError(f"journal commit failed: {e}")
             results = [(False, err)] * len(batch)
         for (ok, value), (_fn, _args, fut, loop) in zip(results, batch, strict=True):
             loop.call_soon_threadsafe(_set_result if ok else _set_exc, fut, value)
 
-    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+    async def _submit(self, fn: Callable[..., T] | None, *args: Any) -> T:
+        """One attempt on the writer thread (``fn`` None: a ping)."""
         if self._thread is None or self._closing:
             raise JournalError("journal is closed")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
         self._q.put((fn, args, fut, loop))
         return await fut
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn`` on the writer thread. With ``wait_out_faults`` (the daemon) a storage
+        fault is not the caller's failure: the call is retried with back-off until the disk
+        takes it, and ``degraded`` says why meanwhile. One place for every write the daemon
+        makes, so a full or locked disk pauses the work instead of failing or losing it."""
+        if not self.wait_out_faults:
+            return await self._submit(fn, *args)
+        delay, waiting = RETRY_MIN_S, False
+        try:
+            while True:
+                try:
+                    result = await self._submit(fn, *args)
+                    break
+                except StorageError as e:
+                    if self._closing:
+                        raise
+                    if not waiting:
+                        waiting = True
+                        self._waiting += 1
+                    self._set_degraded(str(e))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+        finally:
+            self._waiting -= waiting
+        if self.degraded and not self._waiting:  # nothing waits any more: writable again
+            self._set_degraded("")
+        return result
+
+    def _set_degraded(self, fault: str) -> None:
+        changed = bool(fault) != bool(self.degraded)
+        self.degraded = fault
+        if changed and self.on_degraded is not None:
+            self.on_degraded(fault)
+
+    async def ping(self) -> None:
+        """Answered by the writer thread as it takes its next item, without touching the
+        disk: a hung writer (stuck I/O) never answers; one that meets storage faults does
+        (those are ``degraded``, which a restart would not cure)."""
+        await self._submit(None)
 
     # -- inbox ----------------------------------------------------------------------------------
 
@@ -386,9 +484,9 @@ class Journal:
     def _accept(self, conn: sqlite3.Connection, items: list[Incoming]) -> list[int | None]:
         now = self.clock()
         out: list[int | None] = []
+        last = conn.execute("SELECT max(id) FROM inbox").fetchone()[0] or 0
         for it in items:
-            row = conn.execute("SELECT expires FROM seen WHERE key = ?", (it.key,)).fetchone()
-            if row is not None and row[0] > now:
+            if self._duplicate(conn, it, now, last):
                 out.append(None)
                 continue
             state = "received" if it.outcome is None else ("done" if it.outcome == "sink" else
@@ -399,15 +497,45 @@ class Journal:
                 (it.key, it.topic, it.payload, _META_ENC.encode(it.meta), it.priority, state,
                  f"{it.error_code}: {it.error_message}" if it.error_code else None, now, now),
             )
-            inbox_id = cur.lastrowid
-            ttl = self.dedup_window_s if it.key_is_content else self.retention_s
-            conn.execute(
+            inbox_id = last = cur.lastrowid
+            conn.executemany(
                 "INSERT OR REPLACE INTO seen(key, inbox_id, expires) VALUES(?,?,?)",
-                (it.key, inbox_id, now + ttl),
+                [(key, inbox_id, now + ttl) for key, ttl in self._keys_to_keep(it)],
             )
             self._enqueue(conn, it.outbox, inbox_id, now)
             out.append(inbox_id)
         return out
+
+    def _duplicate(self, conn: sqlite3.Connection, it: Incoming, now: float,
+                   last: int) -> bool:
+        """Its request key is remembered, or it is the broker's redelivery (DUP) of a delivery
+        journaled among the last DUP_WINDOW rows. The fingerprint holds a packet id, which
+        the broker reuses after 65535 deliveries: older ones must not match."""
+        if not it.key_is_content:
+            row = conn.execute("SELECT expires FROM seen WHERE key = ?", (it.key,)).fetchone()
+            if row is not None and row[0] > now:
+                return True
+        fingerprint = it.key if it.key_is_content else it.fingerprint
+        if not (it.redelivered and fingerprint):
+            return False  # the same words again, not a redelivery: a new request
+        row = conn.execute("SELECT expires, inbox_id FROM seen WHERE key = ?",
+                           (fingerprint,)).fetchone()
+        return row is not None and row[0] > now and (row[1] or 0) > last - DUP_WINDOW
+
+    def _keys_to_keep(self, it: Incoming) -> list[tuple[str, float]]:
+        """(key, how long) to remember: an id for the retention period, correlation data for
+        its window, none for a refusal the device may retry with the same key; and the
+        fingerprint wherever the kept key does not cover the broker's redelivery (QoS 0 is
+        never redelivered)."""
+        keys: list[tuple[str, float]] = []
+        windowed = it.key.startswith("c:")
+        if not it.key_is_content and it.consumes_key:
+            keys.append((it.key, self.correlation_window_s if windowed else self.retention_s))
+        fingerprint = it.key if it.key_is_content else it.fingerprint
+        if fingerprint and it.meta.qos > 0 and (
+                it.key_is_content or windowed or not it.consumes_key):
+            keys.append((fingerprint, self.dedup_window_s))
+        return keys
 
     async def claim(self, limit: int) -> list[InboxRow]:
         """Move up to ``limit`` ready messages to processing (priority first), durably."""
@@ -459,8 +587,10 @@ class Journal:
         )
 
     async def release(self, inbox_ids: Sequence[int]) -> None:
-        """Put claimed messages back untouched (shutdown checkpoint): no attempt is counted."""
-        await self._call(self._release, list(inbox_ids))
+        """Put claimed messages back untouched (shutdown checkpoint): no attempt is counted.
+        Never waits out a storage fault (it would hold up the stop): recovery at the next
+        start requeues what this could not."""
+        await self._submit(self._release, list(inbox_ids))
 
     def _release(self, conn: sqlite3.Connection, ids: list[int]) -> None:
         conn.executemany(
@@ -675,7 +805,13 @@ class Journal:
     # -- housekeeping -------------------------------------------------------------------------
 
     async def cleanup(self) -> dict[str, int]:
-        return await self._call(self._cleanup)
+        """Housekeeping; skipped (empty result) while the disk refuses writes: the status
+        loop that runs it must keep going."""
+        try:
+            return await self._submit(self._cleanup)
+        except StorageError as e:
+            log.warning("journal clean-up skipped: %s", e)
+            return {}
 
     def _cleanup(self, conn: sqlite3.Connection) -> dict[str, int]:
         now = self.clock()
@@ -687,6 +823,10 @@ class Journal:
         conn.execute("DELETE FROM tool_calls WHERE ts < ?", (cutoff,))
         conn.executemany("DELETE FROM inbox WHERE id = ?", [(i,) for i in old])
         seen = conn.execute("DELETE FROM seen WHERE expires < ?", (now,)).rowcount
+        last = conn.execute("SELECT max(id) FROM inbox").fetchone()[0]
+        if last is not None:  # fingerprints no DUP can match any more (see _duplicate)
+            seen += conn.execute("DELETE FROM seen WHERE key GLOB 'h:*' AND inbox_id <= ?",
+                                 (last - DUP_WINDOW,)).rowcount
         self.outbox_rows = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
         return {"inbox": len(old), "seen": seen}
 
@@ -808,3 +948,208 @@ def _set_result(fut: asyncio.Future[Any], value: Any) -> None:
 def _set_exc(fut: asyncio.Future[Any], exc: BaseException) -> None:
     if not fut.done():
         fut.set_exception(exc)
+
+
+# -- repair: `edged journal check` and `edged journal recover` ---------------------------------
+
+JOURNAL_TABLES = tuple(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", SCHEMA))
+INBOX_STATES = ("received", "processing", "done", "dead")
+
+
+@dataclass(slots=True)
+class CheckReport:
+    """What :func:`check_file` found; no ``problems`` means the journal is sound."""
+
+    problems: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)  # rows per table
+    states: dict[str, int] = field(default_factory=dict)  # inbox rows per state
+
+
+def check_file(path: Path) -> CheckReport:
+    """``PRAGMA integrity_check``, then a count of every journal table, the inbox states and
+    the schema version. Read-only: it may run beside the daemon (WAL)."""
+    report = CheckReport()
+    if not path.is_file():
+        report.problems.append(f"{path}: no such file")
+        return report
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        try:
+            found = [str(r[0]) for r in conn.execute("PRAGMA integrity_check(20)")]
+        except sqlite3.Error as e:  # not even that runs: the one thing to say
+            report.problems.append(str(e))
+            return report
+        if found != ["ok"]:
+            report.problems += found
+        for table in JOURNAL_TABLES:
+            try:
+                report.counts[table] = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            except sqlite3.Error as e:
+                report.problems.append(f"table {table}: {e}")
+        try:
+            report.states = dict(conn.execute("SELECT state, count(*) FROM inbox GROUP BY state"))
+            version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        except sqlite3.Error:
+            return report  # said above
+        if version is None or version[0] != SCHEMA_VERSION:
+            report.problems.append(f"schema version {version and version[0]!r}, expected "
+                                   f"{SCHEMA_VERSION!r}")
+        if odd := sorted(set(report.states) - set(INBOX_STATES)):
+            report.problems.append(f"inbox rows in unknown states: {odd}")
+    finally:
+        conn.close()
+    return report
+
+
+@dataclass(slots=True)
+class Salvage:
+    """What :func:`recover_file` saved."""
+
+    kept: Path  # the damaged file, moved aside
+    method: str  # "copy": it read whole (VACUUM INTO); "rows": read row by row
+    saved: dict[str, int]  # rows per table in the new journal
+    unreadable: list[str]  # tables (with why) that lost rows
+
+
+def recover_file(path: Path) -> Salvage:
+    """Copy what can be read of a damaged journal into a fresh database at ``path``; the
+    damaged file and its WAL stay as ``<name>.corrupt-<time>``. A file that reads whole is
+    copied with VACUUM INTO; otherwise each table is read row by row, skipping unreadable
+    pages (the ``.recover`` idea). The daemon must not be running."""
+    if not path.is_file():
+        raise JournalError(f"{path}: no such file")
+    fresh = path.with_name(path.name + ".recovering")
+    _remove_db(fresh)
+    secure_sqlite(fresh)
+    src = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    unreadable: list[str] = []
+    try:
+        method = "copy" if _vacuum_into(src, fresh) else "rows"
+        dst = sqlite3.connect(str(fresh), isolation_level=None)
+        try:
+            dst.executescript(SCHEMA)
+            dst.execute("BEGIN")
+            if method == "rows":
+                unreadable = _copy_rows(src, dst)
+            dst.execute("INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', ?)",
+                        (SCHEMA_VERSION,))
+            dst.execute("COMMIT")
+            saved = {t: dst.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                     for t in JOURNAL_TABLES}
+        finally:
+            dst.close()
+    finally:
+        src.close()
+    kept = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+    n = 1
+    while kept.exists():
+        n += 1
+        kept = kept.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{n}")
+    path.replace(kept)
+    for suffix in ("-wal", "-shm"):  # a WAL left beside the new file would be replayed into it
+        side = Path(f"{path}{suffix}")
+        if side.exists():
+            side.replace(f"{kept}{suffix}")
+    fresh.replace(path)
+    return Salvage(kept, method, saved, unreadable)
+
+
+def _remove_db(path: Path) -> None:
+    for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal")):
+        p.unlink(missing_ok=True)
+
+
+def _vacuum_into(src: sqlite3.Connection, fresh: Path) -> bool:
+    """The whole file in one consistent copy, when it reads whole."""
+    try:
+        if src.execute("PRAGMA quick_check").fetchall() != [("ok",)]:
+            return False
+        src.execute("VACUUM INTO ?", (str(fresh),))
+        return True
+    except sqlite3.Error:
+        _remove_db(fresh)
+        secure_sqlite(fresh)
+        return False
+
+
+def _copy_rows(src: sqlite3.Connection, dst: sqlite3.Connection) -> list[str]:
+    """Every journal table into ``dst``, row by row; returns the tables that lost rows."""
+    lost: list[str] = []
+    for table in JOURNAL_TABLES:
+        info = dst.execute(f"PRAGMA table_info({table})").fetchall()
+        try:
+            have = {r[1] for r in src.execute(f"PRAGMA table_info({table})")}
+        except sqlite3.Error as e:
+            lost.append(f"{table}: {e}")
+            continue
+        cols = [r[1] for r in info if r[1] in have]
+        if not cols:
+            lost.append(f"{table}: not readable")
+            continue
+        insert = (f"INSERT OR IGNORE INTO {table}({', '.join(cols)}) "
+                  f"VALUES({', '.join('?' * len(cols))})")
+
+        def put(row: Sequence[Any], insert: str = insert) -> None:
+            dst.execute(insert, tuple(row))
+
+        sql = dst.execute("SELECT sql FROM sqlite_master WHERE name = ?", (table,)).fetchone()[0]
+        if "WITHOUT ROWID" in sql.upper():
+            pk = [r[1] for r in sorted(info, key=lambda r: r[5]) if r[5]]
+            whole = _read_by_key(src, table, cols, pk, put)
+        else:
+            whole = _read_by_rowid(src, table, cols, put)
+        if not whole:
+            lost.append(f"{table}: some pages unreadable")
+    return lost
+
+
+def _read_by_rowid(src: sqlite3.Connection, table: str, cols: list[str],
+                   put: Callable[[Sequence[Any]], None]) -> bool:
+    """Rows in rowid order. Past an unreadable stretch, probe ahead (doubling the step, then
+    bisecting back) for the first rowid that reads. False when something was skipped."""
+    sel = f"SELECT rowid, {', '.join(cols)} FROM {table} WHERE rowid > ? ORDER BY rowid LIMIT ?"
+    top = 2**63 - 1
+
+    def fetch(after: int, n: int) -> list[Any] | None:
+        try:
+            return src.execute(sel, (after, n)).fetchall()
+        except sqlite3.DatabaseError:
+            return None
+
+    last, whole = -(2**63), True
+    while True:
+        rows = fetch(last, 64)
+        if rows is None:
+            rows = fetch(last, 1)
+        if rows is None:  # the next row (or the way to it) is unreadable
+            whole = False
+            bad, step = last + 1, 1
+            while (good := bad + step) < top and fetch(good - 1, 1) is None:
+                bad, step = good, step * 2
+            if good >= top:
+                return False
+            while good - bad > 1:
+                mid = (bad + good) // 2
+                bad, good = (mid, good) if fetch(mid - 1, 1) is None else (bad, mid)
+            last = good - 1
+            continue
+        if not rows:
+            return whole
+        for r in rows:
+            put(r[1:])
+        last = rows[-1][0]
+
+
+def _read_by_key(src: sqlite3.Connection, table: str, cols: list[str], pk: list[str],
+                 put: Callable[[Sequence[Any]], None]) -> bool:
+    """WITHOUT ROWID tables: forward in key order up to a bad page, then backward from the
+    end up to one (what lies between two bad pages is lost)."""
+    for desc in ("", " DESC"):
+        order = ", ".join(f"{c}{desc}" for c in pk)
+        try:
+            for row in src.execute(f"SELECT {', '.join(cols)} FROM {table} ORDER BY {order}"):
+                put(row)
+        except sqlite3.DatabaseError:
+            continue
+        return desc == ""
+    return False

@@ -86,6 +86,9 @@ class DeadLetter(msgspec.Struct, kw_only=True):
     payload_encoding: str  # "utf-8" or "base64"
     attempts: int = 0
     ts: float = 0.0
+    # set when only a prefix of the payload is kept: its full size and SHA-256
+    payload_bytes: int | None = None
+    payload_sha256: str | None = None
 
 
 class Status(msgspec.Struct, kw_only=True):
@@ -160,15 +163,27 @@ def parse(payload: bytes, *, max_bytes: int) -> tuple[Envelope | None, str]:
     return env, (env.text or "").strip()
 
 
-def content_key(topic: str, payload: bytes) -> str:
-    return "h:" + hashlib.blake2b(topic.encode() + b"\x00" + payload, digest_size=16).hexdigest()
+def content_key(topic: str, payload: bytes, mid: int = 0) -> str:
+    """A delivery's fingerprint: topic, payload and MQTT packet id. The broker redelivers an
+    unacknowledged message with the DUP flag and its original packet id, so a redelivery has
+    the original's fingerprint; the same words published again travel under another packet id
+    (and a fingerprint is looked up only for a DUP delivery anyway)."""
+    head = f"{mid}\x00{topic}\x00".encode()
+    return "h:" + hashlib.blake2b(head + payload, digest_size=16).hexdigest()
 
 
-def message_key(envelope_id: str | None, correlation: bytes | None, topic: str,
-                payload: bytes) -> tuple[str, bool]:
-    """The dedup key (scoped by topic) and whether it is content-derived (window-only)."""
+def message_key(envelope_id: str | None, correlation: bytes | None, *, device: str,
+                topic: str, payload: bytes, mid: int = 0) -> tuple[str, bool]:
+    """The device's request key, and whether it is only a delivery fingerprint.
+
+    ``i:`` the envelope id, per device: remembered for ``delivery.retention_s``, so that a
+    redelivery, however late, is processed once. ``c:`` the v5 correlation data, per device:
+    remembered for ``delivery.correlation_window_s`` only, because devices often send constant
+    correlation data, and that must not block them. Neither: the request has no key (the same
+    words sent again are a new request) and the fingerprint only recognises the broker's
+    redelivery (DUP) of this very packet."""
     if envelope_id:
-        return f"i:{topic}\x00{envelope_id}", False
+        return f"i:{device}\x00{envelope_id}", False
     if correlation:
-        return f"c:{topic}\x00{correlation.hex()}", False
-    return content_key(topic, payload), True
+        return f"c:{device}\x00{correlation.hex()}", False
+    return content_key(topic, payload, mid), True

@@ -36,15 +36,22 @@ class Router:
                 return r
         return None
 
-    def device_for(self, topic: str, envelope_device: str | None,
-                   route: RouteConfig | None) -> str:
-        """The device a message speaks for: the topic decides where it can, since a topic can
-        be locked down with broker ACLs and a payload field cannot."""
-        if (d := self.topics.inbound_device(topic)) is not None:
-            return d
-        if route is not None and (levels := wildcard_levels(route.topic, topic)):
-            return "/".join(levels)
-        return envelope_device or topic
+    def device_for(self, topic: str, route: RouteConfig | None) -> str:
+        """The device a message speaks for, from the topic alone (the broker authenticates who
+        may publish where; a payload field proves nothing): the last level of
+        ``<prefix>/in/<device>``, else the route's first ``+`` level, else the route's
+        configured ``device``, else its filter with ``/`` as ``-``. May be invalid (empty,
+        too long): the caller checks it with :func:`edged.config.device_id_error`."""
+        head = f"{self.topics.prefix}/in/"
+        if topic.startswith(head) and (route is None or route.topic == self.topics.inbound):
+            return topic[len(head):]
+        if route is None:
+            return ""
+        if (levels := wildcard_levels(route.topic, topic)):
+            return levels[0]
+        if route.device:
+            return route.device
+        return route.topic.replace("/", "-").replace("#", "all").strip("-") or "route"
 
     def decide(self, route: RouteConfig | None, envelope_agent: str | None) -> Decision:
         priority = route.priority if route else 5

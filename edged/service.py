@@ -28,8 +28,8 @@ from .agents.admin import ModelsAgent
 from .agents.selector import CentroidIndex, tool_leads
 from .agents.tool_agent import ToolAgent
 from .bus.client import Inbound, MQTTBus, Will
-from .bus.topics import Topics, is_publishable
-from .config import Config, mqtt_password
+from .bus.topics import Topics, is_publishable, matches
+from .config import MAX_DEVICE_ID, Config, RouteConfig, device_id_error, mqtt_password
 from .escalation import Escalator
 from .governor import Governor, Reader
 from .journal import (
@@ -46,7 +46,14 @@ from .journal import (
     dead_letter_payload,
 )
 from .limits import TokenBuckets
-from .memory import Consolidator, Memory, MemoryAccess, open_embedder, schema_generate
+from .memory import (
+    Consolidator,
+    Memory,
+    MemoryAccess,
+    MemoryStoreError,
+    open_embedder,
+    schema_generate,
+)
 from .messages import (
     BadRequest,
     ErrorBody,
@@ -54,6 +61,7 @@ from .messages import (
     Event,
     Request,
     Status,
+    content_key,
     message_key,
     parse,
 )
@@ -70,7 +78,9 @@ log = logging.getLogger("edged.service")
 
 _PROPS_ENC = msgspec.msgpack.Encoder()
 _PROPS_DEC = msgspec.msgpack.Decoder(dict[str, Any])
+STORED_PREFIX = 1024  # bytes of an over-limit payload kept in the journal (and the DLQ)
 SEND_ATTEMPTS = 5  # publishes of one outbox row that fail before it is dead-lettered
+RETRYABLE = frozenset({"rate_limited", "overloaded"})  # refused for now, not for this request
 
 
 class Daemon:
@@ -89,15 +99,17 @@ class Daemon:
         d = cfg.delivery
         self.journal = Journal(
             cfg.db_path, synchronous=cfg.storage.synchronous.upper(),
-            dedup_window_s=d.dedup_window_s, retention_s=d.retention_s,
-            outbox_max_rows=d.outbox_max_rows, outbox_ttl_s=d.outbox_ttl_s, clock=clock,
+            dedup_window_s=d.dedup_window_s, correlation_window_s=d.correlation_window_s,
+            retention_s=d.retention_s, outbox_max_rows=d.outbox_max_rows,
+            outbox_ttl_s=d.outbox_ttl_s, clock=clock,
         )
         self.limits = TokenBuckets(d.rate_per_s, d.rate_burst)
         self.pool = ModelPool(dict(cfg.models), cfg.resources, emit=self.emit)
         self.governor = Governor(cfg.resources, sensors, pool=self.pool, emit=self.emit)
         self.registry = tool_registry.load(list(cfg.plugins.dirs),
                                            import_timeout_s=cfg.plugins.import_timeout_s)
-        self.runner = ToolRunner(self.registry, ACL(list(cfg.acl)), self.journal,
+        self.runner = ToolRunner(self.registry, ACL(list(cfg.acl), prefix=cfg.mqtt.topic_prefix),
+                                 self.journal,
                                  default_timeout_s=cfg.plugins.tool_timeout_s, emit=self.emit,
                                  state_dir=cfg.db_path.parent, publish=self.publish,
                                  scheduler=self, threads=cfg.plugins.tool_threads,
@@ -155,6 +167,10 @@ class Daemon:
             await self._start_agents()
             await self._start_memory()
             await self._recover()
+            # From here on a storage fault degrades instead of failing: writes wait it out
+            # (at start it fails the start: `edged run` names `edged journal check|recover`).
+            self.journal.on_degraded = self._storage_changed
+            self.journal.wait_out_faults = True
             subs = [self.topics.inbound] + [r.topic for r in cfg.routes]
             if cfg.mqtt.shared_group:
                 subs = [f"$share/{cfg.mqtt.shared_group}/{t}" for t in subs]
@@ -231,7 +247,18 @@ class Daemon:
             return
         memory = Memory(mcfg, self.cfg.memory_path, embed=self._embed,
                         embedder_id=self._embedder_id, clock=self.clock)
-        pending = await memory.open()
+        try:
+            pending = await memory.open()
+        except MemoryStoreError as e:  # corrupt or unreadable: the spine runs without it
+            await memory.close()
+            why = str(e)[:500]
+            log.error("memory unavailable, agents run without it: %s (move the file aside "
+                      "to start a new one)", why)
+            self.memory_status = {"unavailable": why}
+            self.last_error = f"{time.strftime('%H:%M:%S')} memory unavailable: {why[:250]}"
+            await self.emit("memory_unavailable", {"path": str(self.cfg.memory_path),
+                                                   "error": why})
+            return
         if pending:
             log.warning("memory: %d memories wait for re-embedding with %s", pending,
                         memory.embedder_id)
@@ -259,9 +286,11 @@ class Daemon:
     async def health(self) -> str | None:
         """Why the daemon is not healthy, or None. The event loop answering this at all is
         the first check; then the journal's writer thread, stuck model calls, every tool
-        thread hung, and the MQTT bus down for more than 5 minutes."""
+        thread hung, and the MQTT bus down for more than 5 minutes. A disk that refuses
+        writes is not here: that is ``degraded`` (status, STATUS=), which a restart would
+        not cure."""
         try:
-            await asyncio.wait_for(self.journal.counts(), 10.0)
+            await asyncio.wait_for(self.journal.ping(), 10.0)
         except Exception as e:  # noqa: BLE001 - any failure is unhealthy
             return f"journal not answering: {e!r}"
         stuck = self.pool.stuck(self.cfg.resources.stuck_after_s)
@@ -300,6 +329,21 @@ class Daemon:
                           problem)
                 notify(f"STATUS=unhealthy: {problem}")
             await asyncio.sleep(interval)
+
+    def _storage_changed(self, fault: str) -> None:
+        """The journal began (``fault``) or ended waiting out a storage fault: say so in the
+        log, sd_notify STATUS and the status topic. Meanwhile nothing new is acked (the
+        broker keeps it) and nothing claimed is lost: its writes are retried."""
+        if fault:
+            log.error("journal writes fail: %s; new messages are not acked (the broker keeps "
+                      "them) and writes are retried with back-off", fault)
+            self.last_error = f"{time.strftime('%H:%M:%S')} storage: {fault[:250]}"
+            notify(f"STATUS=degraded: journal writes fail: {fault[:200]}")
+        else:
+            log.warning("journal writable again: resuming")
+            notify("STATUS=online: journal writable again")
+        if self.bus is not None and self.bus.connected.is_set():
+            self.bus.publish(self.topics.status, self._status_payload("online"), retain=True)
 
     def _clock_jumped(self, delta: float) -> None:
         """Keep the journal's pending deadlines (outbox TTLs, retries, timers) in step."""
@@ -408,7 +452,7 @@ class Daemon:
             self.cfg = cfg
             self.router = Router(list(cfg.routes), cfg.router.default_agent, self.topics,
                                  classify=len(cfg.agents) > 1)
-            self.runner.acl = ACL(list(cfg.acl))
+            self.runner.acl = ACL(list(cfg.acl), prefix=cfg.mqtt.topic_prefix)
             self.runner.default_timeout_s = cfg.plugins.tool_timeout_s
             for name in [n for n in old.agents if n not in cfg.agents]:
                 self.stages.pop(name, None)  # removed agents stop taking requests
@@ -450,6 +494,8 @@ class Daemon:
 
     async def publish(self, topic: str, payload: bytes | str) -> None:
         """For plugins: publish through the durable outbox (e.g. a reminder that is due)."""
+        if not is_publishable(topic):  # validated before it is journaled
+            raise ValueError(f"cannot publish on {topic[:200]!r}: not a valid MQTT topic")
         data = payload.encode() if isinstance(payload, str) else payload
         await self.journal.enqueue([OutRow(topic=topic, payload=data, priority=5,
                                            kind="plugin")])
@@ -457,6 +503,8 @@ class Daemon:
 
     async def schedule(self, key: str, due: float, topic: str, payload: bytes | str) -> None:
         """For plugins: publish later (a reminder), durably; the same key replaces."""
+        if not is_publishable(topic):
+            raise ValueError(f"cannot publish on {topic[:200]!r}: not a valid MQTT topic")
         data = payload.encode() if isinstance(payload, str) else payload
         await self.journal.schedule(key, due, topic, data)
         self._timer_wake.set()
@@ -554,7 +602,7 @@ class Daemon:
                     end = True
                     break
                 batch.append(m)
-            items = [self._classify(m) for m in batch]
+            items = [_delivered(self._classify(m), m) for m in batch]
             delay = 0.05
             while True:
                 try:
@@ -595,37 +643,58 @@ class Daemon:
                 return
 
     def _classify(self, m: Inbound) -> Incoming:
-        """Everything decided before the journal: parse, admission, routing, reply topic."""
+        """Everything decided before the journal: identity, limits, parse, the ACL on what the
+        payload asks (agent, priority, reply topic), routing. The device comes from the
+        topic only; limits come before anything is stored, for bad input too."""
         d = self.cfg.delivery
+        route = self.router.route_for(m.topic)
+        device = self.router.device_for(m.topic, route)
+        payload = m.payload
         env = None
         text = ""
-        envelope_device = None
         try:
             env, text = parse(m.payload, max_bytes=d.max_payload_bytes)
-            envelope_device = env.device if env else None
         except BadRequest as e:
-            err = e
+            err: BadRequest | None = e
         else:
             err = None
-        route = self.router.route_for(m.topic)
-        device = self.router.device_for(m.topic, envelope_device, route)
-        key, content = message_key(env.id if env else None, m.correlation, m.topic, m.payload)
+        key, content = message_key(env.id if env else None, m.correlation, device=device,
+                                   topic=m.topic, payload=m.payload, mid=m.mid)
         msg_id = (env.id if env and env.id else None) or _correlation_id(m.correlation) or \
             key.split(":", 1)[1][-16:]
-        reply_topic, rt_err = self._reply_topic(m, env, device)
+        acl = self.runner.acl
+        sink_route = route is not None and route.agent == "sink"
+        if (dev_err := device_id_error(device)) is not None:
+            meta = Meta(device=device[:MAX_DEVICE_ID], correlation=m.correlation, qos=m.qos)
+            inc = Incoming(key=key, key_is_content=content, topic=m.topic, payload=payload,
+                           meta=meta, route=route.topic if route else self.topics.inbound)
+            return self._reject(inc, msg_id, "bad_device", f"the topic names no valid "
+                                f"device: {dev_err}", dlq=True, reply=False)
+        reply_topic, rt_err = self._reply_topic(m, env, device, route)
         meta = Meta(device=device, reply_topic=reply_topic, correlation=m.correlation, qos=m.qos)
-        inc = Incoming(key=key, key_is_content=content, topic=m.topic, payload=m.payload,
+        inc = Incoming(key=key, key_is_content=content, topic=m.topic, payload=payload,
                        meta=meta, route=route.topic if route else self.topics.inbound)
+        if not sink_route and not self.limits.allow(device):
+            return self._reject(inc, msg_id, "rate_limited",
+                                f"device {device!r} exceeds {d.rate_per_s:g} requests/s "
+                                f"(burst {d.rate_burst}); request dropped", dlq=False)
         if err is None and rt_err is not None:
             err = BadRequest("bad_reply_to", rt_err)
-        if err is not None and route is not None and route.agent == "sink":
+        if err is not None and sink_route:
             inc.outcome = "sink"  # telemetry is journaled as it is: no request format needed
+            inc.payload = inc.payload[:max(d.max_payload_bytes, 0)]  # but bounded
             return inc
         if err is not None:
             return self._reject(inc, msg_id, err.code, err.message, dlq=True)
         assert env is not None or text
-        decision = self.router.decide(route, env.agent if env else None)
-        inc.priority = env.priority if env and env.priority is not None else decision.priority
+        asked = env.agent if env else None
+        if asked and not (ok := acl.agent(asked, topic=m.topic, device=device)).allowed:
+            return self._reject(inc, msg_id, "forbidden", ok.reason, dlq=True)
+        decision = self.router.decide(route, asked)
+        inc.priority = decision.priority
+        if env and env.priority is not None:
+            inc.priority = min(env.priority, acl.max_priority(decision.priority, topic=m.topic,
+                                                              device=device))
         meta.agent = decision.agent
         meta.confidence = decision.confidence
         if decision.agent not in ("sink", AUTO) and decision.agent not in self.stages \
@@ -633,10 +702,6 @@ class Daemon:
             return self._reject(inc, msg_id, "unknown_agent",
                                 f"no agent named {decision.agent!r}; known: "
                                 f"{', '.join(sorted(self.stages))}", dlq=True)
-        if not self.limits.allow(device):
-            return self._reject(inc, msg_id, "rate_limited",
-                                f"device {device!r} exceeds {d.rate_per_s:g} requests/s "
-                                f"(burst {d.rate_burst}); request dropped", dlq=False)
         if decision.agent == "sink":
             inc.outcome = "sink"
             return inc
@@ -650,32 +715,48 @@ class Daemon:
                                 f"{inc.priority})", dlq=False)
         return inc
 
-    def _reply_topic(self, m: Inbound, env: Any, device: str) -> tuple[str, str | None]:
+    def _reply_topic(self, m: Inbound, env: Any, device: str,
+                     route: RouteConfig | None) -> tuple[str, str | None]:
         """Response topic (v5), else reply_to, else <prefix>/out/<device>. A requested topic
-        that would loop back into edged or hit a system topic makes the request invalid; its
-        error then goes to a topic that is safe."""
+        must stay in the device's reply space (<prefix>/out/<device>[/...], or filters the
+        route's ``reply_topics`` or the device's ACL ``reply_to`` allow) and never loop back
+        into edged; anything else makes the request invalid, and its error goes to the
+        device's own topic."""
+        own = self.topics.out(device)
+        allowed = [*(route.reply_topics if route else []),
+                   *self.runner.acl.reply_filters(topic=m.topic, device=device)]
         routes = [r.topic for r in self.cfg.routes]
         chosen, problem = None, None
         for candidate in (m.response_topic, env.reply_to if env else None):
             if not candidate:
                 continue
             err = self.topics.reply_to_error(candidate, routes)
+            if err is None and candidate != own and not candidate.startswith(own + "/") \
+                    and not any(matches(f, candidate) for f in allowed):
+                err = (f"reply topic {candidate[:200]!r} is outside this device's reply space "
+                       f"({own}[/...]); allow it with a route's reply_topics or an [[acl]] "
+                       f"reply_to")
             if err:
                 problem = problem or err
             elif chosen is None:
                 chosen = candidate
-        return chosen or self.topics.out(device), problem
+        return chosen or own, problem
 
     def _reject(self, inc: Incoming, msg_id: str | None, code: str, message: str,
-                *, dlq: bool) -> Incoming:
+                *, dlq: bool, reply: bool = True) -> Incoming:
         inc.outcome = "error"
         inc.error_code, inc.error_message = code, message
-        inc.outbox.append(self._error_row(inc.meta, msg_id, code, message, inc.priority))
+        inc.consumes_key = code not in RETRYABLE  # the same id may come again later
+        if reply:
+            inc.outbox.append(self._error_row(inc.meta, msg_id, code, message, inc.priority))
         if dlq:
             inc.outbox.append(OutRow(
                 topic=self.topics.dlq, priority=PRIO_DLQ, kind="dlq",
                 payload=dead_letter_payload(inc.topic, inc.payload, message, code, msg_id, 0),
             ))
+        # a refused message is kept for dedup and the record, never whole when oversized
+        inc.payload = inc.payload[:STORED_PREFIX] if len(inc.payload) > \
+            self.cfg.delivery.max_payload_bytes else inc.payload
         log.info("rejected %s from %s: %s: %s", msg_id, inc.topic, code, message)
         return inc
 
@@ -734,7 +815,8 @@ class Daemon:
             reply = await stage.handle(req, ctx)
             stage_time("agent", time.perf_counter() - t_agent)
         except asyncio.CancelledError:
-            await asyncio.shield(self.journal.release([row.id]))
+            with contextlib.suppress(JournalError):  # else recovery at start requeues it
+                await asyncio.shield(self.journal.release([row.id]))
             self._finish(row.id, open_=False)
             raise
         except (StepInDoubt, StepFailed, BadRequest) as e:
@@ -785,7 +867,9 @@ class Daemon:
         return Request(
             id=req_id, topic=row.topic, device=row.meta.device, text=text,
             data=env.data if env else None, agent=row.meta.agent,
-            session=env.session if env else None, reply_topic=row.meta.reply_topic,
+            # a session never crosses devices: the same name from two devices is two sessions
+            session=f"{row.meta.device}:{env.session}" if env and env.session else None,
+            reply_topic=row.meta.reply_topic,
             correlation=row.meta.correlation, priority=row.priority, attempt=row.attempts,
         )
 
@@ -922,6 +1006,7 @@ class Daemon:
         st = Status(state=state, client_id=self.cfg.mqtt.client_id, pid=os.getpid(),
                     ts=round(self.clock(), 3), version=__version__,
                     health="degraded" if failed or self.governor.state.name != "normal"
+                    or self.journal.degraded or "unavailable" in self.memory_status
                     else "ok",
                     pending=self._open, outbox=self.journal.outbox_rows,
                     models_loaded=self.pool.loaded(),
@@ -934,6 +1019,7 @@ class Daemon:
                             "bus": self.bus.state if self.bus else "idle",
                             "bus_error": self.bus.last_error[:200] if self.bus else "",
                             "last_error": self.last_error[:300],
+                            "storage": self.journal.degraded[:300] or "ok",
                             "memory": {k: v for k, v in self.memory_status.items()
                                        if k != "by_kind"},
                             "scheduler": self.scheduler.describe(),
@@ -966,6 +1052,16 @@ class Daemon:
                 removed = await self.journal.cleanup()
                 if any(removed.values()):
                     log.info("journal clean-up: %s", removed)
+
+
+def _delivered(inc: Incoming, m: Inbound) -> Incoming:
+    """What the journal needs to recognise the broker's redelivery of this very packet: the
+    DUP flag, and the fingerprint beside a request key (without one, the key is the
+    fingerprint). See Journal._accept."""
+    inc.redelivered = m.dup
+    if not inc.key_is_content:
+        inc.fingerprint = content_key(m.topic, m.payload, m.mid)
+    return inc
 
 
 def _props(meta: Meta) -> bytes | None:

@@ -76,10 +76,10 @@ class Fuzzer:
 
     def send(self, payload: bytes) -> tuple[dict[str, Any], dict[str, Any] | None]:
         cid = f"h{next(self.n)}"
-        self.p.publish("edged/in/fuzz", payload, response_topic="fuzz/reply",
+        self.p.publish("edged/in/fuzz", payload, response_topic="edged/out/fuzz/reply",
                        correlation=cid.encode())
         [reply] = self.p.wait_count(
-            1, 15, lambda m: m.topic == "fuzz/reply" and m.properties.CorrelationData ==
+            1, 15, lambda m: m.topic == "edged/out/fuzz/reply" and m.properties.CorrelationData ==
             cid.encode())
         body = json.loads(reply.payload)
         dead = None
@@ -100,7 +100,7 @@ def test_bad_input_never_crashes_and_is_always_answered(tmp_path, broker, make_c
                                                         daemon_process):
     daemon = daemon_process(make_config(delivery=f"max_payload_bytes = {LIMIT}")).start()
     with peer(broker.port) as p:
-        p.subscribe("fuzz/reply", "edged/dlq")
+        p.subscribe("edged/out/fuzz/reply", "edged/dlq")
         fz = Fuzzer(p)
 
         @settings(max_examples=120, deadline=None, derandomize=True,

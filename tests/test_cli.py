@@ -25,7 +25,7 @@ from edged.extras import MissingExtra
 
 from .harness import ROOT, Broker, free_port, peer
 
-WORKING = ["run", "check-config", "ask", "models", "tools", "memory", "status", "demo"]
+WORKING = ["run", "check-config", "ask", "models", "tools", "memory", "journal", "status", "demo"]
 HEAVY = ["llama_cpp", "onnxruntime", "onnxruntime_genai", "torch", "numpy"]
 
 
@@ -339,7 +339,8 @@ async def test_models_load_and_unload_ask_the_running_daemon_under_the_acl(
         run_daemon: Callable[..., Any]) -> None:
     cfg = make_config(extra='[models.small]\nbackend = "llama_cpp"\n'
                             'path = "bundled:smollm2-135m"\ncontext = 512\nthreads = 1\n'
-                            '[[acl]]\nmatch = "kids-tablet"\ndeny = ["models.*"]\n')
+                            '[[acl]]\nmatch = "kids-tablet"\ndeny = ["models.*"]\n'
+                            '[[acl]]\nmatch = "cli"\nallow = ["models.*"]\n')
     daemon = await run_daemon(cfg)
 
     async def cli(*a: str) -> subprocess.CompletedProcess[str]:
@@ -360,9 +361,11 @@ async def test_models_load_and_unload_ask_the_running_daemon_under_the_acl(
         assert "no model named 'nope'; configured: small" in r.stderr
         r = await cli("load", "small", "--device", "kids-tablet")  # refused in code
         assert r.returncode == 1
-        assert "error forbidden: models.load is not allowed for device 'kids-tablet'" \
-            in r.stderr
+        assert "error forbidden: the admin agent 'models' needs an [[acl]] rule" in r.stderr
+        r = await cli("load", "small", "--device", "garage")  # no rule: admin is denied too
+        assert r.returncode == 1 and "error forbidden" in r.stderr
         assert daemon.pool.loaded() == []
-        dead = await asyncio.to_thread(p.wait_count, 2, 10)  # both bad requests, with reasons
-        assert [json.loads(m.payload)["code"] for m in dead] == ["bad_request", "forbidden"]
-        assert "models.load is not allowed" in json.loads(dead[1].payload)["reason"]
+        dead = await asyncio.to_thread(p.wait_count, 3, 10)  # the bad requests, with reasons
+        assert [json.loads(m.payload)["code"] for m in dead] == ["bad_request", "forbidden",
+                                                                 "forbidden"]
+        assert "admin agent 'models'" in json.loads(dead[1].payload)["reason"]

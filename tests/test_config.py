@@ -64,7 +64,7 @@ def test_check_config_example_ok() -> None:
     assert line.startswith(f"{EXAMPLE}: OK: ")
     # The summary reflects the file, not the built-in defaults.
     for part in ("mqtt://127.0.0.1:1883", "edged-gw1", "1 model(s)", "1 agent(s)", "1 route(s)",
-                 "1 ACL rule(s)", "/var/lib/edged/edged.db"):
+                 "2 ACL rule(s)", "/var/lib/edged/edged.db"):
         assert part in line, (part, line)
     assert r.stderr == ""
 

@@ -188,7 +188,7 @@ def test_demo_config_points_the_house_at_the_embedded_broker(tmp_path: Path,
     assert cfg.db_path == tmp_path / "edged.db"
     assert cfg.memory_path == tmp_path / "memory.db"
     assert list(cfg.agents) == ["house"] and cfg.router.default_agent == "house"
-    assert [a.match for a in cfg.acl] == ["edged/in/kids-tablet"]
+    assert [a.match for a in cfg.acl] == ["kids-tablet", "cli"]
     if base is None:  # no checkout: the built-in copy, without the example plugins
         assert cfg.plugins.dirs == [] and notes
     else:

@@ -97,12 +97,13 @@ def item(
     meta: Meta | None = None,
     error_code: str = "",
     error_message: str = "",
+    redelivered: bool = False,
 ) -> Incoming:
     return Incoming(
         key=key, key_is_content=content, topic=topic, payload=payload,
         meta=meta or Meta(device="dev1", reply_topic="edged/out/dev1"), priority=priority,
         outcome=outcome, error_code=error_code, error_message=error_message,
-        outbox=list(outbox or []),
+        outbox=list(outbox or []), redelivered=redelivered,
     )
 
 
@@ -187,20 +188,24 @@ async def test_duplicate_within_one_batch(journal: Journal) -> None:
     assert (await journal.counts())["received"] == 2
 
 
-async def test_content_key_is_duplicate_only_within_the_window(
+async def test_content_key_matches_only_a_redelivery_within_the_window(
     open_journal: OpenJournal, clock: Clock
 ) -> None:
+    """No request key: the same delivery fingerprint without DUP is a new request; the
+    broker's redelivery (DUP) is a duplicate within the window only."""
     j = await open_journal(dedup_window_s=60, retention_s=10_000)
     first = await accept_one(j, "h:abc", content=True)
+    [again] = await j.accept([item("h:abc", content=True)])  # not a redelivery
+    assert again is not None and again != first
     clock.advance(59)
-    assert await j.accept([item("h:abc", content=True)]) == [None]
-    clock.advance(2)  # 61 s after the first: outside the window
-    [second] = await j.accept([item("h:abc", content=True)])
-    assert second is not None and second != first
+    assert await j.accept([item("h:abc", content=True, redelivered=True)]) == [None]
+    clock.advance(2)  # 61 s after the last copy: outside the window
+    [second] = await j.accept([item("h:abc", content=True, redelivered=True)])
+    assert second is not None and second != again
     # The window restarts from the newly accepted copy.
     clock.advance(30)
-    assert await j.accept([item("h:abc", content=True)]) == [None]
-    assert (await j.counts())["received"] == 2
+    assert await j.accept([item("h:abc", content=True, redelivered=True)]) == [None]
+    assert (await j.counts())["received"] == 3
 
 
 async def test_sink_and_error_outcomes_are_final_with_outbox_in_same_transaction(

@@ -177,7 +177,8 @@ def test_sighup_reloads_config_and_rejects_an_invalid_one(tmp_path, broker, daem
             return json.loads(ev.payload)["data"]
 
         # a new route: its topic is subscribed to and routed, without a restart
-        cfg_path.write_text(good + '\n[[routes]]\ntopic = "home/+/say"\nagent = "echo"\n')
+        cfg_path.write_text(good + '\n[[routes]]\ntopic = "home/+/say"\nagent = "echo"\n'
+                            'reply_topics = ["home/+/reply"]\n')
         data = reload_and_wait("config_reloaded")
         assert data["routes"] == ["home/+/say"] and data["restart_needed"] == []
         p.publish("home/kitchen/say", json.dumps({"id": "r1", "text": "hello",
