@@ -34,6 +34,7 @@ from .messages import DeadLetter
 
 DLQ_PAYLOAD_MAX = 4096  # bytes of a payload a dead letter carries; beyond: size + SHA-256
 
+WAL_LIMIT = 16 << 20  # bytes of WAL kept after a checkpoint
 log = logging.getLogger("edged.journal")
 T = TypeVar("T")
 
@@ -357,6 +358,9 @@ class Journal:
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
         conn.execute("PRAGMA busy_timeout=5000")
         conn.execute("PRAGMA foreign_keys=OFF")
+        # a burst (20 MiB payloads, a long outage) must not leave a WAL that never shrinks:
+        # after each checkpoint SQLite truncates the file back to this size
+        conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
         conn.executescript(SCHEMA)
         conn.execute(
             "INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', ?)", (SCHEMA_VERSION,)

@@ -170,3 +170,25 @@ async def test_oversized_and_flooding_bad_input_is_bounded_before_it_is_stored(
     rows = await d.journal.query("SELECT length(payload) FROM inbox WHERE topic = ?",
                                  "edged/in/big")
     assert rows and rows[0][0] <= 1024  # journaled as a bounded prefix, not 2 MiB
+
+
+async def test_the_journal_wal_is_bounded_after_a_burst_of_large_rows(tmp_path):
+    """40 MiB of 1 MiB rows through the journal: the WAL file goes back to at most
+    journal_size_limit after SQLite's checkpoints (it used to keep its peak size forever)."""
+    from edged.journal import WAL_LIMIT, Journal, OutRow
+
+    j = Journal(tmp_path / "edged.db")
+    await j.open()
+    try:
+        await j.enqueue([OutRow(topic=f"edged/out/d{i}", payload=b"x" * (1 << 20),
+                                priority=5, kind="reply") for i in range(40)])  # one commit
+        wal = tmp_path / "edged.db-wal"
+        assert wal.stat().st_size > 40 << 20  # the burst really grew the WAL
+        rows = await j.outbox_fetch(100, [])
+        await j.outbox_done([r.id for r in rows])
+        for _ in range(3):  # a few small commits: the autocheckpoint resets the WAL
+            await j.enqueue([OutRow(topic="edged/out/x", payload=b"y", priority=5,
+                                    kind="reply")])
+        assert wal.stat().st_size <= WAL_LIMIT + (1 << 20), wal.stat().st_size
+    finally:
+        await j.close()

@@ -31,6 +31,7 @@ import sqlean as sqlite3
 
 from ..files import secure_dir, secure_sqlite
 
+WAL_LIMIT = 16 << 20  # bytes of WAL kept after a checkpoint
 log = logging.getLogger("edged.memory")
 
 KINDS = ("fact", "preference", "decision", "episode", "summary")
@@ -155,6 +156,9 @@ def connect(path: str | Path) -> Any:
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=5000")
         conn.execute("PRAGMA foreign_keys=ON")
+        # a burst (20 MiB payloads, a long outage) must not leave a WAL that never shrinks:
+        # after each checkpoint SQLite truncates the file back to this size
+        conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
     except BaseException:
         conn.close()
         raise
