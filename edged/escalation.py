@@ -316,7 +316,7 @@ class Escalator:
                     call = await self.runner.call(
                         name, args, request=request, agent=agent.name,
                         agent_tools=agent.cfg.tools or None, ctx=ctx,
-                        step=f"cloud:{step}:{i}:{name}")
+                        step=f"cloud:{step}:{i}:{name}", plan="cloud")
                     calls.append(call)
                     result = call.result
                 content = self.redactor.text(json.dumps(result, default=str))[0][:4000]

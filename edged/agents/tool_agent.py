@@ -135,6 +135,13 @@ class ToolAgent:
     async def _handle(self, request: Request, ctx: Context) -> Reply:
         t0 = time.perf_counter()
         text = request.text.strip()
+        token = (request.data or {}).get("confirm")
+        if isinstance(token, str) and token:  # the device confirms a sensitive call
+            call = await self.runner.confirm(token, request=request, ctx=ctx)
+            if call is None:
+                return self._reply(request, "There is nothing to confirm with that code (it "
+                                   "was used, has expired, or is another device's).", [], 1.0)
+            return self._reply(request, _render([call]), [call], 1.0)
         if not text:
             return self._reply(request, "Say what you would like me to do.", [], 0.0)
         notes: list[str] = []
@@ -183,7 +190,8 @@ class ToolAgent:
                     if not calls else local
             call = await self.runner.call(
                 tool.name, args, request=request, agent=self.name,
-                agent_tools=self.cfg.tools or None, ctx=ctx, step=f"{i}:{tool.name}")
+                agent_tools=self.cfg.tools or None, ctx=ctx, step=f"{i}:{tool.name}",
+                plan="multi" if len(plan) > 1 else "local")
             calls.append(call)
             if _failed(call) and self.cfg.escalate != "always":
                 local = self._reply(request, " ".join([_render(calls), *notes]), calls,
@@ -591,6 +599,8 @@ def _render(calls: list[ToolCall]) -> str:
         r = c.result
         if isinstance(r, dict) and "error" in r and len(r) == 1:
             parts.append(f"Sorry, {c.tool} failed: {r['error']}")
+        elif isinstance(r, dict) and "confirm" in r and "error" in r:
+            parts.append(str(r["error"]))  # a sensitive tool waiting for the device's yes
         elif isinstance(r, str):
             parts.append(r)
         elif isinstance(r, dict):

@@ -89,6 +89,8 @@ class Tool:
     param_docs: dict[str, str] = field(default_factory=dict)
     plugin: str = ""
     context_param: str | None = None  # the parameter that receives a ToolContext
+    # sensitive: a cloud or multi-step plan may not run it without the device's confirmation
+    confirm: bool = False
 
     @property
     def short_name(self) -> str:
@@ -165,7 +167,8 @@ def _schema(args_type: type, param_docs: dict[str, str]) -> dict[str, Any]:
 def make_tool(func: Callable[..., Any], *, name: str | None = None,
               timeout_s: float | None = None, examples: list[Any] | None = None,
               aliases: dict[str, dict[str, str]] | None = None,
-              not_examples: list[str] | None = None, plugin: str = "") -> Tool:
+              not_examples: list[str] | None = None, plugin: str = "",
+              confirm: bool = False) -> Tool:
     sig = inspect.signature(func)
     hints = typing.get_type_hints(func, include_extras=True)
     fields: list[Any] = []
@@ -193,7 +196,7 @@ def make_tool(func: Callable[..., Any], *, name: str | None = None,
         is_async=asyncio.iscoroutinefunction(func), timeout_s=timeout_s,
         examples=list(examples or []), aliases=dict(aliases or {}), param_docs=param_docs,
         not_examples=[str(x) for x in (not_examples or [])],
-        plugin=plugin, context_param=context_param,
+        plugin=plugin, context_param=context_param, confirm=bool(confirm),
     )
 
 
@@ -203,7 +206,7 @@ def tool(func: Callable[..., Any]) -> Callable[..., Any]: ...
 def tool(*, name: str | None = None, timeout_s: float | None = None,
          examples: list[Any] | None = None,
          aliases: dict[str, dict[str, str]] | None = None,
-         not_examples: list[str] | None = None,
+         not_examples: list[str] | None = None, confirm: bool = False,
          ) -> Callable[[Callable[..., Any]], Callable[..., Any]]: ...
 
 
@@ -213,7 +216,9 @@ def tool(func: Callable[..., Any] | None = None, **options: Any) -> Any:
     The function stays callable as before; the loader finds it by the attribute this sets.
     ``examples`` are utterances, or ``(utterance, {arguments})`` pairs; ``aliases`` map an
     argument's spoken words to its values, e.g. ``{"room": {"lounge": "living room"}}``;
-    ``not_examples`` are requests that sound alike but are for another tool.
+    ``not_examples`` are requests that sound alike but are for another tool; ``confirm``
+    marks a sensitive tool: a cloud or multi-step plan cannot run it without a confirmation
+    from the device (``{"data": {"confirm": "<token>"}}``, single use, 5 minutes).
     """
     def mark(f: Callable[..., Any]) -> Callable[..., Any]:
         setattr(f, TOOL_ATTR, options)

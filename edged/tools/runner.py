@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import secrets
 import threading
 import time
 from collections import Counter, deque
@@ -56,6 +57,7 @@ class ToolRunner:
         self.threads = ToolThreads(threads, threads if max_waiting is None else max_waiting)
         self.stuck_after_s = stuck_after_s
         self._orphans: set[asyncio.Task[Any]] = set()  # async tools that ignored a cancel
+        self.confirmations = Confirmations()
 
     def health(self) -> str | None:
         """Why the tools are unhealthy, or None: every tool thread held longer than
@@ -67,13 +69,27 @@ class ToolRunner:
         return (f"all {self.threads.size} tool threads busy for more than "
                 f"{self.stuck_after_s:g} s ({names})")
 
+    async def confirm(self, token: str, *, request: Request, ctx: Any = None
+                      ) -> ToolCall | None:
+        """Run the call a device was asked to confirm (single use, its own device only, ACL
+        checked again); None when there is none."""
+        held = self.confirmations.take(token, request.device)
+        if held is None:
+            return None
+        name, arguments, agent, agent_tools = held
+        return await self.call(name, arguments, request=request, agent=agent,
+                               agent_tools=agent_tools, ctx=ctx, step=f"confirm:{token}",
+                               plan="confirmed")
+
     def visible(self, patterns: list[str] | None) -> list[Tool]:
         return self.registry.matching(patterns)
 
     async def call(self, name: str, arguments: dict[str, Any], *, request: Request,
                    agent: str, agent_tools: list[str] | None, ctx: Any = None,
-                   step: str | None = None) -> ToolCall:
-        """Run one tool call and return it with its result (``{"error": ...}`` on failure)."""
+                   step: str | None = None, plan: str = "local") -> ToolCall:
+        """Run one tool call and return it with its result (``{"error": ...}`` on failure).
+        ``plan``: "local" (a one-step local command), "multi" (one step of several), "cloud"
+        (the cloud's call) or "confirmed"; a ``confirm`` tool runs only for local/confirmed."""
         t0 = time.perf_counter()
         audit: dict[str, Any] = {"inbox_id": getattr(ctx, "inbox_id", None),
                                  "request_id": request.id, "device": request.device,
@@ -118,6 +134,14 @@ class ToolRunner:
             self.stats["errors"] += 1
             return await finish("invalid", {"error": str(e)}, str(e))
 
+        if tool.confirm and plan not in ("local", "confirmed"):
+            token = self.confirmations.hold(request.device, name, arguments, agent,
+                                            agent_tools)
+            return await finish("needs_confirmation", {
+                "error": f"{name} is sensitive: it runs only after the device confirms "
+                         f"(send {{\"data\": {{\"confirm\": \"{token}\"}}}} within "
+                         f"{CONFIRM_TTL_S // 60:g} minutes)",
+                "confirm": token}, f"{plan} plan")
         timeout = tool.timeout_s or self.default_timeout_s
         if tool.context_param:
             args[tool.context_param] = ToolContext(
@@ -349,3 +373,38 @@ def _jsonable(v: Any) -> Any:
         return msgspec.json.decode(msgspec.json.encode(v))
     except (TypeError, msgspec.EncodeError):
         return repr(v)
+
+
+CONFIRM_TTL_S = 300.0
+
+
+class Confirmations:
+    """Calls of sensitive tools waiting for their device's confirmation: in memory, bounded,
+    single use, expiring (a restart forgets them: the device asks again)."""
+
+    def __init__(self, ttl_s: float = CONFIRM_TTL_S, limit: int = 256) -> None:
+        self.ttl_s = ttl_s
+        self.limit = limit
+        self._held: dict[str, tuple[float, str, str, dict[str, Any], str, list[str] | None]] = {}
+
+    def hold(self, device: str, name: str, arguments: dict[str, Any], agent: str,
+             agent_tools: list[str] | None) -> str:
+        now = time.monotonic()
+        self._held = {k: v for k, v in self._held.items() if v[0] > now}
+        while len(self._held) >= self.limit:
+            self._held.pop(next(iter(self._held)))
+        token = secrets.token_hex(4)
+        self._held[token] = (now + self.ttl_s, device, name, dict(arguments), agent,
+                             agent_tools)
+        return token
+
+    def take(self, token: str, device: str
+             ) -> tuple[str, dict[str, Any], str, list[str] | None] | None:
+        held = self._held.get(token)
+        if held is None or held[1] != device:  # another device's token confirms nothing
+            return None
+        del self._held[token]
+        if held[0] <= time.monotonic():
+            return None
+        return held[2], held[3], held[4], held[5]
+
