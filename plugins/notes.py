@@ -1,4 +1,5 @@
-"""Example plugin: short notes and a shopping list, kept in SQLite."""
+"""Example plugin: short notes and a shopping list, kept in SQLite, per device: one
+device's notes are never another device's tool result (privacy by default)."""
 
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def list_notes(limit: int = 10, *, ctx: ToolContext) -> list[str]:
     Args:
         limit: How many notes, newest first.
     """
-    with _db(ctx) as conn:
-        rows = conn.execute("SELECT text FROM notes ORDER BY id DESC LIMIT ?",
-                            (max(1, min(limit, 50)),)).fetchall()
+    with _db(ctx) as conn:  # this device's only (the docstring stays: tools are ranked by it)
+        rows = conn.execute("SELECT text FROM notes WHERE device = ? ORDER BY id DESC LIMIT ?",
+                            (ctx.device, max(1, min(limit, 50)))).fetchall()
     return [r[0] for r in rows]

@@ -110,13 +110,18 @@ async def test_plugin_state_survives_a_restart(broker, make_config, run_daemon):
     d = await run_daemon(cfg, timeout=60)
     with peer(broker.port) as p:
         p.subscribe("edged/out/+")
-        await _ask(p, "phone", "add batteries to my notes")
+        added = await _ask(p, "phone", "add batteries to my notes")
+        assert added["tool_calls"][0]["tool"] == "notes.add_note", added
         d.request_stop()
         await asyncio.wait_for(d.stopped.wait(), 30)
         await run_daemon(cfg, timeout=60)
         r = await _ask(p, "phone", "read me my notes", n=2)
+        other = await _ask(p, "tablet", "read me my notes", n=3)
     assert r["tool_calls"][0]["tool"] == "notes.list_notes"
-    assert any("batteries" in x for x in r["tool_calls"][0]["result"])
+    assert any("batteries" in x for x in r["tool_calls"][0]["result"]), r
+    # per device: another device never gets the phone's notes as its tool result
+    assert other["tool_calls"][0]["tool"] == "notes.list_notes"
+    assert not any("batteries" in x for x in other["tool_calls"][0]["result"])
 
 
 async def test_audit_trail_and_tools_from_the_cli(broker, make_config, run_daemon):
