@@ -6,8 +6,11 @@ to the built-in echo agent and a sink route. Several device peers send a steady 
 
 - house requests (the agent-eval commands: lights, heating, locks, notes, timers, memory),
   which run tools, write the journal's step log and the memory database;
-- echo requests (the delivery spine alone), sink telemetry, and some bad input (which gets
-  an error reply and a dead-letter copy).
+- echo requests (the delivery spine alone), sink telemetry, and a hostile mix (not UTF-8,
+  a spoofed device with a foreign reply topic, another device's reply topic, the admin agent
+  from a plain device, an envelope priority of 9, a 256 KiB payload, an empty device id),
+  which gets error replies and dead letters; nothing may be published on the foreign topics
+  (watched) and the daemon must not crash.
 
 Every ``--restart-every`` seconds the broker is restarted (SIGTERM, then SIGKILL every third
 time); ``--idle-unload`` makes the model unload when idle and load again on the next use. At
@@ -79,6 +82,32 @@ agent = "sink"
 """
 
 
+
+def _hostile(kind: str) -> object:
+    def make(i: int) -> tuple[str, bytes]:
+        dev = f"dev{i % 7}"
+        body: dict[str, object] = {"id": f"x{i}", "text": "unlock the front door"}
+        if kind == "utf8":
+            return f"edged/in/{dev}", b"\xff\xfe" + f"b{i}".encode()
+        if kind == "spoof":
+            body.update(device="dad-phone", reply_to="zigbee2mqtt/bridge/request/permit_join")
+        elif kind == "victim":
+            body.update(reply_to="edged/out/victim", agent="echo")
+        elif kind == "admin":
+            body.update(agent="models", data={"action": "unload", "model": "small"})
+        elif kind == "priority":
+            body.update(priority=9, agent="echo")
+        elif kind == "big":
+            body.update(text="x" * (256 << 10))
+        elif kind == "nodevice":
+            return "edged/in/", json.dumps(body).encode()
+        return f"edged/in/{dev}", json.dumps(body).encode()
+    return make
+
+
+HOSTILE = [_hostile(k) for k in ("utf8", "spoof", "victim", "admin", "priority", "big",
+                                 "nodevice")]
+
 def slope_pct_per_hour(samples: list[tuple[float, float]]) -> float:
     """Least-squares growth of ``(seconds, bytes)`` samples as % of their mean per hour."""
     n = len(samples)
@@ -145,6 +174,9 @@ def main() -> None:
     proc = psutil.Process(daemon.pid)
     replies = Peer(broker.port, client_id="soak-replies", persistent=True).connect()
     replies.subscribe("edged/out/+")
+    # where a hostile device tries to make edged publish: nothing may ever arrive there
+    watch = Peer(broker.port, client_id="soak-watch", persistent=True).connect()
+    watch.subscribe("zigbee2mqtt/#", "edged/out/victim/#", "edged/out/victim")
     sender = Peer(broker.port, client_id="soak-sender").connect()
     sent: list[str] = []
     rss: list[tuple[float, float, bool]] = []  # (s since start, bytes, a model loaded)
@@ -201,8 +233,8 @@ def main() -> None:
                     sender.publish(f"sensors/dev{i % 7}/temp", json.dumps({"t": i}), wait=True)
                     kind = "sink"
                 else:
-                    sender.publish(f"edged/in/dev{i % 7}", b"\xff\xfe" + f"b{i}".encode(),
-                                   wait=True)
+                    topic, payload = HOSTILE[(i // 20) % len(HOSTILE)](i)
+                    sender.publish(topic, payload, wait=True)
                     kind = "bad"
             except (RuntimeError, ValueError, OSError):
                 continue  # not PUBACKed while the broker restarted: not counted as sent
@@ -238,6 +270,10 @@ def main() -> None:
         bench.record("requests sent (PUBACKed)", len(want), "msgs", **kinds)
         bench.record("lost (no reply)", lost, "msgs")
         bench.record("duplicate replies", dups, "msgs")
+        bench.record("hostile publishes that leaked (foreign reply topics)",
+                     len(watch.messages), "msgs")
+        bench.record("daemon crashed", 0 if daemon.proc and daemon.proc.poll() is None else 1,
+                     "")
         bench.record("broker restarts", restarts, "")
         bench.record("stalls (60 s without a reply)", stalls, "samples")
         bench.record("model loads", metric(text, "edged_model_loads_total"), "")
