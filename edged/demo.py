@@ -565,7 +565,7 @@ async def run_demo(args: argparse.Namespace, cfg: config.Config, cfg_path: Path,
         if early_stop.is_set():
             daemon.request_stop()
         elif online:
-            tools = len(daemon.registry.tools)
+            tools = len(daemon.app.registry.tools)
             samples = SAMPLES if args.samples is None else SAMPLES[: max(0, args.samples)]
             _say(f"edged demo: edged {__version__} is online with {len(cfg.agents)} agent(s) "
                  f"and {tools} tools; sending {len(samples)} sample request(s) "

@@ -13,7 +13,12 @@ import contextlib
 import logging
 import time
 from collections import deque
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .app import App
+    from .bus.client import MQTTBus
 
 log = logging.getLogger("edged.metrics")
 
@@ -93,7 +98,7 @@ class Metrics:
         if help_:
             self.help.setdefault(name, help_)
 
-    def render(self, daemon: Any) -> str:
+    def render(self, app: App, bus: MQTTBus | None) -> str:
         out: list[str] = []
 
         def head(name: str, kind: str, help_: str) -> None:
@@ -110,9 +115,9 @@ class Metrics:
             head(name, "counter", self.help.get(name, name))
             for key, v in sorted(series.items()):
                 out.append(f"{name}{_fmt_labels(key)} {v:g}")
-        for name, series in sorted(self.hists.items()):
+        for name, hseries in sorted(self.hists.items()):
             head(name, "histogram", self.help.get(name, name))
-            for key, h in sorted(series.items()):
+            for key, h in sorted(hseries.items()):
                 for i, b in enumerate(LATENCY_BUCKETS):
                     out.append(f"{name}_bucket{_fmt_labels(key, (('le', f'{b:g}'),))} {h[i]:g}")
                 out.append(f"{name}_bucket{_fmt_labels(key, (('le', '+Inf'),))} {h[-1]:g}")
@@ -131,26 +136,25 @@ class Metrics:
                 out.append(f'edged_stage_recent_seconds_sum{{stage="{stage}"}} {sum(w):.6f}')
                 out.append(f'edged_stage_recent_seconds_count{{stage="{stage}"}} {len(w)}')
 
-        d = daemon
+        d = app
         head("edged_messages_total", "counter",
              "messages by stage: in, duplicates, rejected, sink, processed, failed, dead, out")
-        for k, v in sorted(d.stats.items()):
+        for k, v in sorted(d.spine.stats.items()):
             out.append(f'edged_messages_total{{stage="{k}"}} {v:g}')
         gauge("edged_up", 1, "1 while the daemon runs")
         gauge("edged_start_time_seconds", self.started, "Unix time the daemon started")
-        gauge("edged_pending_requests", d._open, "requests journaled and not finished")
-        gauge("edged_active_requests", len(d._active), "requests being processed now")
+        gauge("edged_pending_requests", d.spine.open, "requests journaled and not finished")
+        gauge("edged_active_requests", len(d.spine.active), "requests being processed now")
         gauge("edged_outbox_rows", d.journal.outbox_rows, "messages waiting to be published")
-        gauge("edged_bus_connected", 1 if d.bus and d.bus.connected.is_set() else 0,
+        gauge("edged_bus_connected", 1 if bus and bus.connected.is_set() else 0,
               "1 while connected to the broker")
         from .models.pool import rss_bytes
 
         gauge("edged_rss_bytes", rss_bytes(), "resident memory of the daemon")
         first = True
         for m in d.pool.describe():
-            lab = {"model": m["alias"]}
             gauge("edged_model_loaded", 1 if m["loaded"] else 0, "1 while a model is loaded",
-                  lab, first)
+                  {"model": m["alias"]}, first)
             first = False
         first = True
         for m in d.pool.describe():
@@ -196,7 +200,9 @@ def _quantile(sorted_xs: list[float], q: float) -> float:
     return sorted_xs[lo] + (sorted_xs[hi] - sorted_xs[lo]) * (pos - lo)
 
 
-async def serve_metrics(host: str, port: int, daemon: Any) -> None:
+async def serve_metrics(host: str, port: int, render: Callable[[], str]) -> None:
+    """A minimal HTTP server for ``GET /metrics`` (no dependency; one request per
+    connection)."""
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             line = await asyncio.wait_for(reader.readline(), 5.0)
@@ -204,7 +210,7 @@ async def serve_metrics(host: str, port: int, daemon: Any) -> None:
                 pass
             parts = line.decode("latin-1").split()
             if len(parts) >= 2 and parts[0] == "GET" and parts[1].split("?")[0] == "/metrics":
-                body = daemon.metrics.render(daemon).encode()
+                body = render().encode()
                 status, ctype = "200 OK", "text/plain; version=0.0.4; charset=utf-8"
             else:
                 body, status, ctype = b"not found: try /metrics\n", "404 Not Found", \

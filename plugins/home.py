@@ -13,8 +13,7 @@ from typing import Annotated, Literal
 
 from msgspec import Meta
 
-from edged import tool
-from edged.tools import ToolContext
+from edged.plugin import ToolContext, tool
 
 Room = Literal["kitchen", "living room", "bedroom", "bathroom", "hall", "office", "garden"]
 ROOM_ALIASES = {"lounge": "living room", "sitting room": "living room", "front room":

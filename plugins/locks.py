@@ -9,8 +9,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from edged import tool
-from edged.tools import ToolContext
+from edged.plugin import ToolContext, tool
 
 Door = Literal["front door", "back door", "garage"]
 

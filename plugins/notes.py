@@ -7,8 +7,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from edged import tool
-from edged.tools import ToolContext
+from edged.plugin import ToolContext, tool
 
 
 def _db(ctx: ToolContext) -> sqlite3.Connection:

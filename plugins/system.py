@@ -6,7 +6,7 @@ import shutil
 import socket
 import time
 
-from edged import tool
+from edged.plugin import tool
 
 _STARTED = time.time()
 

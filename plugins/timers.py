@@ -11,8 +11,7 @@ import json
 import re
 import time
 
-from edged import tool
-from edged.tools import ToolContext
+from edged.plugin import ToolContext, tool
 
 
 def _key(ctx: ToolContext, label: str) -> str:

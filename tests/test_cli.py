@@ -351,10 +351,10 @@ async def test_models_load_and_unload_ask_the_running_daemon_under_the_acl(
         r = await cli("load", "small")
         assert r.returncode == 0, r.stderr
         assert re.fullmatch(r"loaded small in [\d.]+ s, \+\d+ MB RSS\n", r.stdout), r.stdout
-        assert daemon.pool.loaded() == ["small"]
+        assert daemon.app.pool.loaded() == ["small"]
         r = await cli("unload", "small")
         assert (r.returncode, r.stdout) == (0, "unloaded small\n")
-        assert daemon.pool.loaded() == []
+        assert daemon.app.pool.loaded() == []
         assert (await cli("unload", "small")).stdout == "small was not loaded\n"
         r = await cli("load", "nope")
         assert r.returncode == 1
@@ -364,7 +364,7 @@ async def test_models_load_and_unload_ask_the_running_daemon_under_the_acl(
         assert "error forbidden: the admin agent 'models' needs an [[acl]] rule" in r.stderr
         r = await cli("load", "small", "--device", "garage")  # no rule: admin is denied too
         assert r.returncode == 1 and "error forbidden" in r.stderr
-        assert daemon.pool.loaded() == []
+        assert daemon.app.pool.loaded() == []
         dead = await asyncio.to_thread(p.wait_count, 3, 10)  # the bad requests, with reasons
         assert [json.loads(m.payload)["code"] for m in dead] == ["bad_request", "forbidden",
                                                                  "forbidden"]

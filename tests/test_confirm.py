@@ -60,29 +60,29 @@ async def test_sensitive_tools_wait_for_their_devices_confirmation(tmp_path, bro
         p.subscribe("edged/out/+")
         one = await ask(p, "car", {"text": "open the garage door"})
         assert [c["tool"] for c in one["tool_calls"]] == ["garage.open_door"]
-        assert _runs(d.cfg.db_path.parent) == 1  # a one-step local command: no question
+        assert _runs(d.app.cfg.db_path.parent) == 1  # a one-step local command: no question
 
         two = await ask(p, "car", {"text": "turn on the garage light and open the garage"})
         light, door = two["tool_calls"]
         assert light["result"] == "The garage light is on."
         token = door["result"]["confirm"]
         assert "runs only after the device confirms" in two["text"]
-        assert _runs(d.cfg.db_path.parent) == 1  # not run by a multi-step plan
+        assert _runs(d.app.cfg.db_path.parent) == 1  # not run by a multi-step plan
 
         other = await ask(p, "intruder", {"data": {"confirm": token}, "agent": "garage"})
         assert "nothing to confirm" in other["text"] and not other["tool_calls"]
         yes = await ask(p, "car", {"data": {"confirm": token}})
         assert yes["text"] == "The garage door is open."
-        assert _runs(d.cfg.db_path.parent) == 2
+        assert _runs(d.app.cfg.db_path.parent) == 2
         again = await ask(p, "car", {"data": {"confirm": token}})
         assert "nothing to confirm" in again["text"]
-        assert _runs(d.cfg.db_path.parent) == 2
+        assert _runs(d.app.cfg.db_path.parent) == 2
 
     # the cloud's calls go through the same check
     req = Request(id="c1", topic="edged/in/car", device="car", text="open it")
-    call = await d.runner.call("garage.open_door", {}, request=req, agent="garage",
+    call = await d.app.runner.call("garage.open_door", {}, request=req, agent="garage",
                                agent_tools=None, plan="cloud")
-    assert "confirm" in call.result and _runs(d.cfg.db_path.parent) == 2
-    audit = await d.journal.query("SELECT outcome FROM tool_calls WHERE tool = ? ORDER BY id",
+    assert "confirm" in call.result and _runs(d.app.cfg.db_path.parent) == 2
+    audit = await d.app.journal.query("SELECT outcome FROM tool_calls WHERE tool = ? ORDER BY id",
                                   "garage.open_door")
     assert [r[0] for r in audit] == ["ok", "needs_confirmation", "ok", "needs_confirmation"]

@@ -107,7 +107,7 @@ async def test_same_words_without_a_key_are_two_requests(broker, make_config, ru
     # two requests, so two request ids (from each delivery's fingerprint)
     assert len({_body(m)["id"] for m in toggles}) == 2
     assert len({_body(m)["id"] for m in plain}) == 2
-    assert d.stats["duplicates"] == 0
+    assert d.app.spine.stats["duplicates"] == 0
 
 
 async def test_same_id_is_processed_once_however_late(broker, make_config, run_daemon):
@@ -122,7 +122,7 @@ async def test_same_id_is_processed_once_however_late(broker, make_config, run_d
         p.subscribe("edged/out/+")
         p.publish("edged/in/door", _ask("unlock", rid="req-1"))
         [first] = await _wait(p, 1, lambda m: _body(m)["id"] == "req-1")
-        [(accepted_at,)] = await d.journal.query("SELECT received_at FROM inbox")
+        [(accepted_at,)] = await d.app.journal.query("SELECT received_at FROM inbox")
         await _until(lambda: time.time() > accepted_at + 0.1, "both short windows to pass")
         p.publish("edged/in/door", _ask("unlock", rid="req-1"))  # late: dropped
         p.publish("edged/in/door", json.dumps({"id": "req-1", "text": "unlock it",
@@ -135,8 +135,8 @@ async def test_same_id_is_processed_once_however_late(broker, make_config, run_d
     assert sorted(act.effects) == ["door:req-1", "door:req-2", "gate:req-1"]
     assert [_body(m)["id"] for m in replies].count("req-1") == 1  # a duplicate gets no reply
     assert _body(first)["text"] == "unlock"
-    assert d.stats["duplicates"] == 2
-    steps = await d.journal.query("SELECT count(*) FROM steps WHERE key = 'act'")
+    assert d.app.spine.stats["duplicates"] == 2
+    steps = await d.app.journal.query("SELECT count(*) FROM steps WHERE key = 'act'")
     assert steps == [(3,)]
 
 
@@ -153,11 +153,11 @@ async def test_constant_correlation_data_is_answered_after_its_window(broker, ma
             p.publish("edged/in/panel", text, correlation=b"static")
             [m] = await _wait(p, 1, lambda m, t=text: _body(m)["text"] == t)
             assert m.properties.CorrelationData == b"static" and _body(m)["id"] == "static"
-            [(expires,)] = await d.journal.query("SELECT expires FROM seen WHERE key = ?", key)
+            [(expires,)] = await d.app.journal.query("SELECT expires FROM seen WHERE key = ?", key)
             assert expires < time.time() + 1, "correlation data kept beyond its window"
             if i < 2:
                 await _until(lambda e=expires: time.time() > e, "the correlation window")
-    assert d.stats["duplicates"] == 0
+    assert d.app.spine.stats["duplicates"] == 0
 
 
 # -- refused for now: the key stays unused --------------------------------------------------------
@@ -175,12 +175,12 @@ async def test_rate_limited_request_is_answered_when_retried_with_its_id(broker,
         [refused] = await _wait(p, 1, lambda m: "error" in _body(m))
         assert _body(refused)["id"] == "b"
         assert _body(refused)["error"]["code"] == "rate_limited"
-        d.limits.clock = lambda: time.monotonic() + 3600  # an hour later: the bucket is full
+        d.app.limits.clock = lambda: time.monotonic() + 3600  # an hour later: the bucket is full
         p.publish("edged/in/chatty", _ask("second", rid="b"))
         [answer] = await _wait(p, 1, lambda m: _body(m).get("text") == "second")
     assert _body(answer)["id"] == "b"
     assert sorted(act.effects) == ["chatty:a", "chatty:b"]
-    assert d.stats["duplicates"] == 0
+    assert d.app.spine.stats["duplicates"] == 0
 
 
 async def test_overloaded_request_is_answered_when_retried_with_its_id(broker, make_config,
@@ -196,11 +196,11 @@ async def test_overloaded_request_is_answered_when_retried_with_its_id(broker, m
         assert (_body(shed)["id"], _body(shed)["error"]["code"]) == ("x", "overloaded")
         gate.open.set()
         await _wait(p, 1, lambda m: _body(m).get("text") == "hold")
-        await _until(lambda: d._open == 0, "the held request to finish")
+        await _until(lambda: d.app.spine.open == 0, "the held request to finish")
         p.publish("edged/in/busy", _ask("later", rid="x", agent="gated"))
         [answer] = await _wait(p, 1, lambda m: _body(m).get("text") == "later")
     assert _body(answer)["id"] == "x"
-    assert d.stats["duplicates"] == 0
+    assert d.app.spine.stats["duplicates"] == 0
 
 
 # -- the broker's redelivery after a SIGKILL ------------------------------------------------------

@@ -91,7 +91,7 @@ async def test_redelivered_id_is_processed_once(broker, make_config, run_daemon)
         msgs = list(p.messages)
     ids = [_body(m)["id"] for m in msgs]
     assert ids.count("same") == 1
-    assert d.stats["duplicates"] == 2
+    assert d.app.spine.stats["duplicates"] == 2
 
 
 async def test_bad_input_gets_error_reply_and_dead_letter(broker, make_config, run_daemon):
@@ -162,7 +162,7 @@ async def test_rate_limit_answers_instead_of_queueing(broker, make_config, run_d
     limited = [i for i, b in bodies.items() if b.get("error", {}).get("code") == "rate_limited"]
     assert sorted(ok) == ["m0", "m1", "m2", "other"]  # per device: the other device is fine
     assert sorted(limited) == ["m3", "m4", "m5"]
-    assert d.stats["rejected"] == 3
+    assert d.app.spine.stats["rejected"] == 3
 
 
 async def test_route_to_sink_and_route_priority(broker, make_config, run_daemon):
@@ -180,8 +180,8 @@ async def test_route_to_sink_and_route_priority(broker, make_config, run_daemon)
         [m] = await _wait(p, 1)
     assert m.topic == "edged/out/kitchen"  # the + level names the device: no error replies
     assert _body(m)["text"] == "lights on"
-    assert d.stats["sink"] == 7 and d.stats["rejected"] == 0
-    rows = await d.journal.query("SELECT state FROM inbox WHERE topic LIKE 'sensors/%'")
+    assert d.app.spine.stats["sink"] == 7 and d.app.spine.stats["rejected"] == 0
+    rows = await d.app.journal.query("SELECT state FROM inbox WHERE topic LIKE 'sensors/%'")
     assert [r[0] for r in rows] == ["done"] * 7
 
 
@@ -222,7 +222,7 @@ async def test_graceful_stop_drains_in_flight_work(broker, make_config, run_daem
 
 async def _reopen_counts(d: Any) -> dict[str, int]:
     from edged.journal import Journal
-    j = Journal(d.cfg.db_path)
+    j = Journal(d.app.cfg.db_path)
     await j.open()
     try:
         return await j.counts()
@@ -252,7 +252,7 @@ async def test_stop_deadline_checkpoints_unfinished_work(broker, make_config, ru
 
 async def _reopen_rows(d: Any) -> list[tuple[Any, ...]]:
     from edged.journal import Journal
-    j = Journal(d.cfg.db_path)
+    j = Journal(d.app.cfg.db_path)
     await j.open()
     try:
         return await j.query("SELECT state, attempts FROM inbox")
@@ -278,7 +278,7 @@ async def test_broker_down_replies_wait_and_drain_in_priority_order(broker, make
         broker.stop()
         await _until(lambda: not d.bus.connected.is_set(), "daemon sees the broker gone")
         gate.open.set()
-        await _until(lambda: d.journal.outbox_rows == 8, "8 replies waiting in the outbox")
+        await _until(lambda: d.app.journal.outbox_rows == 8, "8 replies waiting in the outbox")
         broker.start()
         msgs = await _wait(sub, 8, timeout=30)
     finally:

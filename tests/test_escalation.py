@@ -87,9 +87,9 @@ async def test_online_escalation_is_redacted_and_offers_only_allowed_tools(
     cloud.start()
     d = await run_daemon(make_config(extra=agent_config(cloud, event_content="redacted")),
                          timeout=60)
-    await d.memory.remember("phone", "I like jazz in the evening", "preference")
-    await d.memory.remember("phone", "The alarm code is 4471", "fact")
-    assert d.memory.store.list("phone", kind="fact")[0].private  # found sensitive by itself
+    await d.app.memory.remember("phone", "I like jazz in the evening", "preference")
+    await d.app.memory.remember("phone", "The alarm code is 4471", "fact")
+    assert d.app.memory.store.list("phone", kind="fact")[0].private  # found sensitive by itself
     with peer(broker.port) as p:
         p.subscribe("edged/out/+", "edged/events/+")
         r = await _ask(p, "phone", "j1",
@@ -119,8 +119,8 @@ async def test_online_escalation_is_redacted_and_offers_only_allowed_tools(
         names = {t["function"]["name"] for t in body["tools"]}
         assert "home__set_light" in names and not any(n.startswith("locks__") for n in names)
     # the cloud's usage is counted against today's budget
-    day = d.escalator._day()
-    assert (await d.journal.cloud_usage(day))[0] == 2
+    day = d.app.escalator._day()
+    assert (await d.app.journal.cloud_usage(day))[0] == 2
 
 
 async def test_secret_turns_never_reach_the_cloud_and_events_carry_metadata_only(
@@ -128,9 +128,9 @@ async def test_secret_turns_never_reach_the_cloud_and_events_carry_metadata_only
     cloud.start()
     d = await run_daemon(make_config(extra=agent_config(cloud)), timeout=60)
     secret = "correct horse battery staple"  # no pattern catches it: the turn is private
-    await d.memory.record("phone", "phone", "s0", f"my wifi password is {secret}",
+    await d.app.memory.record("phone", "phone", "s0", f"my wifi password is {secret}",
                           f"Noted: {secret}.")
-    await d.memory.record("phone", "phone", "s1", "I like jazz", "Noted.")
+    await d.app.memory.record("phone", "phone", "s1", "I like jazz", "Noted.")
     with peer(broker.port) as p:
         p.subscribe("edged/out/+", "edged/events/+")
         r = await _ask(p, "phone", "p1", f"{POEM}, mail anna@example.com")
@@ -221,9 +221,9 @@ async def test_a_queued_escalation_expires_and_is_never_sent(cloud, broker, make
             assert "send a better answer" in r["text"]
             await asyncio.to_thread(p.wait_count, 1, 30,
                                     lambda m: m.topic == "edged/events/cloud_expired")
-            assert await d.journal.escalation_count() == 0
+            assert await d.app.journal.escalation_count() == 0
             cloud.start()
-            assert await d.escalator._probe()  # online again: nothing is left to send
+            assert await d.app.escalator._probe()  # online again: nothing is left to send
             assert cloud.requests("/chat/completions") == []
             assert _replies(p, "x1") == [r]
     finally:
@@ -240,8 +240,8 @@ async def test_offline_local_mode_answers_locally_and_queues_nothing(cloud, brok
         assert r["escalated"] is False and "cloud is unreachable; answered locally" in r["text"]
         await asyncio.to_thread(p.wait_count, 1, 10,
                                 lambda m: m.topic == "edged/events/cloud_offline")
-    assert await d.journal.escalation_count() == 0
-    assert d.escalator.describe()["state"] == "offline"
+    assert await d.app.journal.escalation_count() == 0
+    assert d.app.escalator.describe()["state"] == "offline"
 
 
 async def test_cloud_tool_calls_run_through_the_same_runner_and_acl(tmp_path, broker,
@@ -262,7 +262,7 @@ async def test_cloud_tool_calls_run_through_the_same_runner_and_acl(tmp_path, br
                 for call in r["tool_calls"]:
                     assert call["tool"].replace(".", "__") in offered
                     assert call["result"] is not None
-                audit = await d.journal.query(
+                audit = await d.app.journal.query(
                     "SELECT tool, outcome, agent FROM tool_calls WHERE request_id = ?", rid)
                 # every cloud call is in the audit trail like a local one
                 assert sorted(a[0] for a in audit) == sorted(c["tool"] for c in

@@ -34,13 +34,13 @@ async def test_memory_pressure_is_published_and_sheds_low_priority(broker, make_
         with peer(broker.port) as p:
             p.subscribe("edged/events/+", "edged/out/+")
             sensors.r = dataclasses.replace(sensors.r, mem_available_mb=200)
-            state = await d.governor.check()
+            state = await d.app.governor.check()
             assert state.name == "memory_pressure"
             [ev] = await asyncio.to_thread(
                 p.wait_count, 1, 10, lambda m: m.topic == "edged/events/governor")
             body = json.loads(ev.payload)
             assert body["kind"] == "governor" and body["data"]["to"] == "memory_pressure"
-            assert json.loads(d._status_payload("online"))["health"] == "degraded"
+            assert json.loads(d.status_payload("online"))["health"] == "degraded"
             p.publish("edged/in/d", json.dumps({"id": "low", "text": "x", "priority": 2}))
             p.publish("edged/in/d", json.dumps({"id": "high", "text": "y", "priority": 7}))
             msgs = await asyncio.to_thread(

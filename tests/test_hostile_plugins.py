@@ -407,7 +407,7 @@ async def test_hung_sync_tools_cost_neither_the_bus_nor_other_requests(
             assert {c["tool"] for r in first for c in r["tool_calls"]} == {"belt.hold"}
             assert [r["tool_calls"][0]["result"]["error"] for r in first] == [
                 "belt.hold timed out after 2 s"] * 4
-            assert len(belt.STARTED) == 4 and d.runner.threads.busy == 4
+            assert len(belt.STARTED) == 4 and d.app.runner.threads.busy == 4
             n = min(32, (os.cpu_count() or 1) + 4) + 2  # > the default executor's threads
             later = await off_loop(burst, "b", n)
             for r in later:
@@ -415,7 +415,7 @@ async def test_hung_sync_tools_cost_neither_the_bus_nor_other_requests(
                 assert r["tool_calls"][0]["result"]["error"] == (
                     "belt.hold not run: all 4 tool threads are held by calls that timed out "
                     "(belt.hold)")
-            rows = await d.journal.query("SELECT count(*), max(duration_ms) FROM tool_calls "
+            rows = await d.app.journal.query("SELECT count(*), max(duration_ms) FROM tool_calls "
                                          "WHERE outcome = 'busy'")
             assert rows[0][0] == n and rows[0][1] < 1000  # refused at once, not after 2 s
             assert len(belt.STARTED) == 4  # the refused calls never ran
@@ -426,9 +426,9 @@ async def test_hung_sync_tools_cost_neither_the_bus_nor_other_requests(
                 ("weather.forecast", "sunny")]
             # the watchdog's health sees the hung threads (at once, with a zero limit)
             assert await d.health() is None
-            d.runner.stuck_after_s = 0.0
+            d.app.runner.stuck_after_s = 0.0
             assert (await d.health() or "").startswith("all 4 tool threads busy for more than")
-            d.runner.stuck_after_s = 300.0
+            d.app.runner.stuck_after_s = 300.0
             assert d.bus is not None and d.bus.disconnected_since is None
             generation = d.bus.generation
             await off_loop(broker.restart)
@@ -442,7 +442,7 @@ async def test_hung_sync_tools_cost_neither_the_bus_nor_other_requests(
             w = await off_loop(_ask, p, "w2", "will it rain today")
             assert w["tool_calls"][0]["result"] == "sunny"
             belt.GATE.set()
-            await _until(lambda: d.runner.threads.busy == 0, 10, "the hung threads to return")
+            await _until(lambda: d.app.runner.threads.busy == 0, 10, "the hung threads to return")
             r = await off_loop(_ask, p, "a9", "hold the conveyor belt")
             assert r["tool_calls"][0]["result"] == "released"
     finally:

@@ -412,7 +412,7 @@ async def test_agent_remembers_recalls_follows_up_and_forgets(broker, make_confi
         assert _calls(r) == [("home.set_light", {"room": "bedroom", "on": False,
                                                  "brightness": 40})]
         # every exchange is a pair of turns of the device's session
-        turns = await d.memory.recent("panel")
+        turns = await d.app.memory.recent("panel")
         assert turns[-2].text == "turn it off" and turns[-1].role == "assistant"
         assert turns[-1].tools[0]["tool"] == "home.set_light"
 
@@ -468,20 +468,20 @@ async def test_consolidation_is_scheduled_and_deferred_by_the_governor(broker, m
             assert json.loads(ev.payload)["data"]["decisions"][0]["text"] == \
                 "My son is called Max"
             sensors.battery = 5.0
-            await d.governor.check()
-            assert d.governor.defer
+            await d.app.governor.check()
+            assert d.app.governor.defer
             await asyncio.to_thread(p.wait_count, 1, 30,
                                     lambda m: m.topic == "edged/events/memory_deferred")
             await _ask(p, "hall", "my daughter is called Lea")
-            assert await d.consolidate_memory() is None  # deferred while on low battery
-            assert "My daughter is called Lea" not in _texts(d.memory, "hall")
+            assert await d.app.consolidate_memory() is None  # deferred while on low battery
+            assert "My daughter is called Lea" not in _texts(d.app.memory, "hall")
             sensors.battery = 90.0
-            await d.governor.check()
+            await d.app.governor.check()
             await asyncio.to_thread(
                 p.wait_count, 1, 30, lambda m: m.topic == "edged/events/memory_consolidated"
                 and json.loads(m.payload)["data"]["added"] == 1
                 and "Lea" in json.loads(m.payload)["data"]["decisions"][0]["text"])
-            status = json.loads(d._status_payload("online"))
+            status = json.loads(d.status_payload("online"))
             assert status["detail"]["memory"]["memories"] == 2
             assert status["detail"]["scheduler"][0]["job"] == "memory-consolidate"
     finally:
@@ -495,8 +495,8 @@ async def test_changing_the_embedder_reembeds_in_the_background(broker, make_con
     d = await run_daemon(cfg_path, timeout=60)
     for t in ["My son is called Max", "The spare key is under the mat",
               "I like the bedroom at 19 degrees"]:
-        await d.memory.remember("hall", t, "fact")
-    assert d.memory.store.dim == 384
+        await d.app.memory.remember("hall", t, "fact")
+    assert d.app.memory.store.dim == 384
     d.request_stop()
     await asyncio.wait_for(d.stopped.wait(), 30)
     # the same config with llama.cpp embeddings from SmolLM2 (576 dims)
@@ -507,13 +507,13 @@ async def test_changing_the_embedder_reembeds_in_the_background(broker, make_con
         d2 = await run_daemon(cfg_path, timeout=60)
         await asyncio.to_thread(p.wait_count, 1, 60,
                                 lambda m: m.topic == "edged/events/memory_reembedded")
-    st = await d2.memory.stats()
+    st = await d2.app.memory.stats()
     assert st["dim"] == 576 and st["pending_vectors"] == 0 and st["memories"] == 3
     assert st["embedder"].startswith("model:small (llama_cpp")
-    n_vec = await d2.memory.run(lambda: d2.memory.store.conn.execute(
+    n_vec = await d2.app.memory.run(lambda: d2.app.memory.store.conn.execute(
         "SELECT COUNT(*) FROM vec_memories").fetchone()[0])
     assert n_vec == 3
-    got = await d2.memory.recall("spare key", "hall", k=3, min_similarity=0)
+    got = await d2.app.memory.recall("spare key", "hall", k=3, min_similarity=0)
     assert len(got) == 3 and all(len(r.text) > 0 for r in got)
 
 

@@ -53,7 +53,7 @@ async def test_watchdog_pings_only_while_healthy(tmp_path, broker, make_config, 
     monkeypatch.setenv("WATCHDOG_USEC", "400000")  # ping every 0.2 s
     monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
     d = Daemon(config.load(make_config(extra=MODEL)))
-    d.stages["long"] = LongGeneration(d.pool)
+    d.app.stages["long"] = LongGeneration(d.app.pool)
     task = asyncio.create_task(d.run())
     try:
         await asyncio.to_thread(sock.wait, "READY=1", 60)
@@ -67,7 +67,7 @@ async def test_watchdog_pings_only_while_healthy(tmp_path, broker, make_config, 
             n = len(sock.messages)
             # while it is stuck, no ping comes (over five ping intervals)
             await asyncio.to_thread(_collect, sock, 1.0)
-            assert d.pool.stuck(1.0), "the generation ended too soon for this check"
+            assert d.app.pool.stuck(1.0), "the generation ended too soon for this check"
             assert not any("WATCHDOG=1" in m for m in sock.messages[n:]), sock.messages[n:]
             [reply] = await asyncio.to_thread(
                 p.wait_count, 1, 120, lambda m: json.loads(m.payload).get("id") == "w1")
@@ -76,7 +76,7 @@ async def test_watchdog_pings_only_while_healthy(tmp_path, broker, make_config, 
             await asyncio.to_thread(sock.wait, "STATUS=online: healthy again", 30)
             k = len(sock.messages)
             await asyncio.to_thread(_wait_new, sock, "WATCHDOG=1", k, 10)
-        assert d.last_error.startswith("unhealthy: model small held")
+        assert d.app.last_error.startswith("unhealthy: model small held")
     finally:
         d.request_stop()
         await asyncio.wait_for(task, 60)

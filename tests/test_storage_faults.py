@@ -72,7 +72,7 @@ async def test_full_disk_degrades_then_every_request_is_answered_once(
         p.subscribe("edged/out/+", "edged/status")
         _send(p, ids[:5])
         await _wait(p, 5, lambda m: m.topic == "edged/out/dev")
-        await d.journal.query(FULL_PAGE_LIMIT)  # the disk is full from here on
+        await d.app.journal.query(FULL_PAGE_LIMIT)  # the disk is full from here on
         await asyncio.to_thread(_send, p, ids[5:])
         st = (await _wait(p, 1, lambda m: _status(m, "degraded")))[0]
         detail = _body(st)["detail"]
@@ -80,11 +80,11 @@ async def test_full_disk_degrades_then_every_request_is_answered_once(
         assert len(_replies(p)) < len(ids)  # the fault really held work up
         assert not d.stopped.is_set()
 
-        await d.journal.query(NO_PAGE_LIMIT)  # space again: it resumes by itself
+        await d.app.journal.query(NO_PAGE_LIMIT)  # space again: it resumes by itself
         await _wait(p, len(ids), lambda m: m.topic == "edged/out/dev")
         ok_after = len([m for m in p.messages if _status(m, "ok")])
         await _wait(p, ok_after + 1, lambda m: _status(m, "ok"))  # published after the lift
-    assert d.journal.degraded == "" and not d.stopped.is_set()
+    assert d.app.journal.degraded == "" and not d.stopped.is_set()
     _assert_each_answered_and_run_once(p, ids, effects)
 
 
@@ -205,7 +205,7 @@ async def test_corrupt_memory_database_disables_memory_not_the_daemon(
     assert [(c["tool"], c["arguments"]) for c in got["t1"]["tool_calls"]] == [
         ("home.set_light", {"room": "kitchen", "on": True})]
     assert "not a database" in _body(st)["detail"]["memory"]["unavailable"]
-    assert d.memory is None and not d.stopped.is_set()
+    assert d.app.memory is None and not d.stopped.is_set()
     assert any("memory unavailable" in r.getMessage() for r in caplog.records)
     assert mem_path.read_bytes() == garbage  # the user's file is left for them to look at
 

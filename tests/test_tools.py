@@ -330,3 +330,112 @@ def test_entry_point_plugins_are_discovered(tmp_path, monkeypatch):
     reg = registry.load([], builtin=False, entry_points=True)
     assert "weather.forecast" in reg.tools
     assert reg.plugins["weather"].startswith("entry point")
+
+
+# -- the public plugin API (edged.plugin) and what the runner hands a tool -------------------
+
+def test_plugin_api_is_public_light_and_re_exported():
+    import subprocess
+
+    import edged
+    import edged.plugin as api
+    import edged.tools as tools_pkg
+    import edged.tools.base as base
+
+    assert edged.tool is api.tool is tools_pkg.tool is base.tool
+    assert api.ToolContext is tools_pkg.ToolContext is base.ToolContext
+    assert api.ToolError is base.ToolError and issubclass(ArgumentError, api.ToolError)
+    # the plugin API is a leaf: importing it loads neither the tools package nor the daemon
+    out = subprocess.run([sys.executable, "-c", (
+        "import sys; from edged.plugin import ToolContext, tool; from edged import tool as t;"
+        "print(sorted(m for m in sys.modules if m.startswith('edged')))")],
+        capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['edged', 'edged.plugin']"
+
+
+def test_tool_context_is_frozen_and_works_without_a_daemon(tmp_path):
+    import dataclasses
+
+    from edged.plugin import ToolContext
+
+    ctx = ToolContext(request_id="r", device="d", topic="edged/in/d", agent="a",
+                      state_dir=tmp_path)
+    assert (ctx.text, ctx.reply_topic, ctx.publish, ctx.timers, ctx.memory) == \
+        ("", "", None, None, None)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ctx.device = "other"  # type: ignore[misc]
+    assert not hasattr(ctx, "__dict__")  # slots
+
+    async def go():
+        assert await ctx.unschedule("k") is False
+        assert await ctx.scheduled("") == []
+        with pytest.raises(RuntimeError, match="outside the daemon"):
+            await ctx.schedule("k", 1.0, "t", b"x")
+    asyncio.run(go())
+
+
+async def test_plugin_outlet_publishes_and_schedules_through_the_journal(journal):
+    from edged.plugin import Timers
+    from edged.tools.outlet import PluginOutlet
+
+    woke: list[str] = []
+    outlet = PluginOutlet(journal, wake_outbox=lambda: woke.append("outbox"),
+                          wake_timers=lambda: woke.append("timers"))
+    timers: Timers = outlet
+    await outlet.publish("home/kitchen/light", "on")
+    [row] = await journal.outbox_fetch(10)
+    assert (row.topic, row.payload, row.priority, row.kind) == \
+        ("home/kitchen/light", b"on", 5, "plugin")
+    await timers.schedule("p:d1:a", 2e9, "edged/out/d1", b"later")
+    await timers.schedule("p:d1:b", 1e9, "edged/out/d1", "sooner")
+    await timers.schedule("q:x", 3e9, "edged/out/d2", b"other")
+    assert woke == ["outbox", "timers", "timers", "timers"]
+    assert await timers.scheduled("p:d1:") == [("p:d1:b", 1e9), ("p:d1:a", 2e9)]
+    assert await timers.unschedule("p:d1:a") is True
+    assert await timers.unschedule("p:d1:a") is False
+    assert [k for k, _ in await timers.scheduled()] == ["p:d1:b", "q:x"]
+    for bad in ("", "home/+/light", "home/#", "a\x00b"):
+        with pytest.raises(ValueError, match="not a valid MQTT topic"):
+            await outlet.publish(bad, b"x")
+        with pytest.raises(ValueError, match="not a valid MQTT topic"):
+            await outlet.schedule("p:bad", 1.0, bad, b"x")
+    assert len(woke) == 4 and [k for k, _ in await timers.scheduled("p:bad")] == []
+
+
+async def test_runner_hands_a_tool_the_request_and_the_outlet(tmp_path, journal):
+    from edged.tools.outlet import PluginOutlet
+
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "probe.py").write_text(textwrap.dedent('''
+        from edged.plugin import ToolContext, tool
+
+        SEEN = []
+
+
+        @tool
+        async def look(*, ctx: ToolContext) -> str:
+            """Report what the context holds, then use it."""
+            SEEN.append(ctx)
+            await ctx.publish("home/probe", b"hello")
+            await ctx.schedule("probe:" + ctx.device, 2e9, ctx.reply_topic, "later")
+            return ctx.reply_topic
+    '''))
+    reg = registry.load([str(plugins)], builtin=False, entry_points=False)
+    outlet = PluginOutlet(journal, wake_outbox=lambda: None, wake_timers=lambda: None)
+    runner = ToolRunner(reg, ACL([]), journal, state_dir=tmp_path, outlet=outlet)
+    req = Request(id="r9", topic="edged/in/d1", device="d1", text="look around",
+                  reply_topic="edged/out/d1/r9")
+    call = await runner.call("probe.look", {}, request=req, agent="a", agent_tools=None)
+    assert call.result == "edged/out/d1/r9"
+    [ctx] = sys.modules["edged_plugin_probe"].SEEN
+    assert (ctx.request_id, ctx.device, ctx.topic, ctx.agent, ctx.text) == \
+        ("r9", "d1", "edged/in/d1", "a", "look around")
+    assert ctx.state_dir == tmp_path / "plugins" / "probe" and ctx.timers is outlet
+    assert [r.topic for r in await journal.outbox_fetch(10)] == ["home/probe"]
+    assert await journal.scheduled("probe:") == [("probe:d1", 2e9)]
+    # no outlet: the tool gets neither publish nor timers (an error result, not a crash)
+    bare = ToolRunner(reg, ACL([]), journal, state_dir=tmp_path)
+    call = await bare.call("probe.look", {}, request=_req(), agent="a", agent_tools=None)
+    assert "TypeError" in call.result["error"]
+    assert sys.modules["edged_plugin_probe"].SEEN[-1].reply_topic == ""

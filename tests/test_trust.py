@@ -75,7 +75,7 @@ async def test_identity_is_the_topic_and_the_acl_follows_the_device(tmp_path, br
     assert topic == "edged/out/dad-phone"
     [call] = body["tool_calls"]
     assert "error" not in (call["result"] or {}), body
-    audit = await d.journal.query("SELECT device, outcome FROM tool_calls "
+    audit = await d.app.journal.query("SELECT device, outcome FROM tool_calls "
                                   "WHERE tool = 'locks.set_lock' ORDER BY request_id")
     assert [(r[0], r[1] == "ok") for r in audit] == [
         ("kids-tablet", False), ("kids-tablet", False), ("dad-phone", True)]
@@ -167,7 +167,7 @@ async def test_oversized_and_flooding_bad_input_is_bounded_before_it_is_stored(
     codes = [_body(m)["error"]["code"] for m in msgs if m.topic == "edged/out/flood"]
     assert codes.count("bad_json") == 3 and codes.count("rate_limited") == 7
     assert len([x for x in dead if x["topic"] == "edged/in/flood"]) == 3
-    rows = await d.journal.query("SELECT length(payload) FROM inbox WHERE topic = ?",
+    rows = await d.app.journal.query("SELECT length(payload) FROM inbox WHERE topic = ?",
                                  "edged/in/big")
     assert rows and rows[0][0] <= 1024  # journaled as a bounded prefix, not 2 MiB
 

@@ -315,11 +315,11 @@ async def test_daemon_survives_a_worker_segfault_mid_request(tmp_path, broker, m
     d: Daemon = await run_daemon(make_config(extra=extra), timeout=120)
     with peer(broker.port) as p:
         p.subscribe("edged/out/+", "edged/dlq")
-        await d.pool.load("small")
-        pid = worker_pid(d.pool)
+        await d.app.pool.load("small")
+        pid = worker_pid(d.app.pool)
         os.kill(pid, signal.SIGSTOP)  # frozen: the next model call waits on it
         p.publish("edged/in/dev", json.dumps({"id": "r1", "text": MODEL_REQUEST}))
-        await asyncio.to_thread(wait_for, lambda: d.pool.describe()[0]["busy"], 60,
+        await asyncio.to_thread(wait_for, lambda: d.app.pool.describe()[0]["busy"], 60,
                                 "the model busy with r1")
         os.kill(pid, signal.SIGSEGV)
         os.kill(pid, signal.SIGCONT)
@@ -333,8 +333,8 @@ async def test_daemon_survives_a_worker_segfault_mid_request(tmp_path, broker, m
             p.wait_count, 1, 120, lambda m: json.loads(m.payload).get("id") == "r2")
         body = json.loads(reply.payload)
         assert "error" not in body, body
-        assert worker_pid(d.pool) != pid
-        assert d.pool.describe()[0]["crashes"] == 1
+        assert worker_pid(d.app.pool) != pid
+        assert d.app.pool.describe()[0]["crashes"] == 1
 
 
 def _house_extra(tmp_path: Path) -> str:

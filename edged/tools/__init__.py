@@ -1,5 +1,10 @@
-"""Tools: the @tool decorator, plugin discovery, the ACL and the runner."""
+"""Tools: the Tool object, plugin discovery, the ACL, the runner and the plugin outlet.
 
-from .base import ArgumentError, Tool, ToolContext, ToolError, make_tool, tool
+Plugins import the public API from :mod:`edged.plugin`; ``tool`` and ``ToolContext`` are
+re-exported here so that older plugins (``from edged.tools import ToolContext``) keep working.
+"""
+
+from ..plugin import ToolContext, ToolError, tool
+from .base import ArgumentError, Tool, make_tool
 
 __all__ = ["ArgumentError", "Tool", "ToolContext", "ToolError", "make_tool", "tool"]

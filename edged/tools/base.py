@@ -1,4 +1,5 @@
-"""The tool decorator and the Tool object: a typed function plus its JSON schema.
+"""The Tool object: a typed function plus its JSON schema (``@tool`` marks the function;
+it is part of the public plugin API, :mod:`edged.plugin`).
 
 The schema comes from the signature (str, int, float, bool, Literal, Enum, Optional, lists,
 msgspec Structs) through msgspec, and descriptions from the docstring (the first paragraph
@@ -15,15 +16,15 @@ import re
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, overload
+from typing import Any
 
 import msgspec
 
-TOOL_ATTR = "__edged_tool__"
+# the public plugin API lives in edged.plugin; re-exported here for older plugins and the core
+from ..plugin import TOOL_ATTR, ToolContext, ToolError, tool
 
-
-class ToolError(Exception):
-    """A tool problem the agent sees as an error result."""
+__all__ = ["TOOL_ATTR", "ArgumentError", "Tool", "ToolContext", "ToolCrashed", "ToolError",
+           "make_tool", "parse_docstring", "tool"]
 
 
 class ArgumentError(ToolError):
@@ -37,37 +38,6 @@ class ToolCrashed(ToolError):
     def __init__(self, error: BaseException) -> None:
         what = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
         super().__init__(f"{what} (a tool may not end or interrupt the daemon)")
-
-
-@dataclass
-class ToolContext:
-    """Handed to a tool that declares a parameter of this type (not part of its schema)."""
-
-    request_id: str
-    device: str
-    topic: str
-    agent: str
-    state_dir: Any  # pathlib.Path: where a plugin may keep its own files
-    publish: Any = None  # async (topic, payload: bytes | str) -> None, through the outbox
-    scheduler: Any = None
-    memory: Any = None  # edged.memory.MemoryAccess: remember / search in the device's scope
-    text: str = ""  # the request's own words
-
-    async def schedule(self, key: str, due: float, topic: str, payload: bytes | str) -> None:
-        """Publish later (durable across restarts); keys are per plugin, same key replaces."""
-        if self.scheduler is None:
-            raise RuntimeError("no scheduler: this tool runs outside the daemon")
-        await self.scheduler.schedule(key, due, topic, payload)
-
-    async def unschedule(self, key: str) -> bool:
-        if self.scheduler is None:
-            return False
-        return bool(await self.scheduler.journal.unschedule(key))
-
-    async def scheduled(self, prefix: str) -> list[tuple[str, float]]:
-        if self.scheduler is None:
-            return []
-        return list(await self.scheduler.journal.scheduled(prefix))
 
 
 @dataclass
@@ -198,30 +168,3 @@ def make_tool(func: Callable[..., Any], *, name: str | None = None,
         not_examples=[str(x) for x in (not_examples or [])],
         plugin=plugin, context_param=context_param, confirm=bool(confirm),
     )
-
-
-@overload
-def tool(func: Callable[..., Any]) -> Callable[..., Any]: ...
-@overload
-def tool(*, name: str | None = None, timeout_s: float | None = None,
-         examples: list[Any] | None = None,
-         aliases: dict[str, dict[str, str]] | None = None,
-         not_examples: list[str] | None = None, confirm: bool = False,
-         ) -> Callable[[Callable[..., Any]], Callable[..., Any]]: ...
-
-
-def tool(func: Callable[..., Any] | None = None, **options: Any) -> Any:
-    """Mark a function as a tool: ``@tool`` or ``@tool(examples=[...], aliases={...})``.
-
-    The function stays callable as before; the loader finds it by the attribute this sets.
-    ``examples`` are utterances, or ``(utterance, {arguments})`` pairs; ``aliases`` map an
-    argument's spoken words to its values, e.g. ``{"room": {"lounge": "living room"}}``;
-    ``not_examples`` are requests that sound alike but are for another tool; ``confirm``
-    marks a sensitive tool: a cloud or multi-step plan cannot run it without a confirmation
-    from the device (``{"data": {"confirm": "<token>"}}``, single use, 5 minutes).
-    """
-    def mark(f: Callable[..., Any]) -> Callable[..., Any]:
-        setattr(f, TOOL_ATTR, options)
-        return f
-
-    return mark(func) if func is not None else mark

@@ -27,8 +27,10 @@ import msgspec
 
 from ..journal import Journal, StepFailed, StepInDoubt
 from ..messages import Request, ToolCall
+from ..plugin import Memories, ToolContext
 from .acl import ACL
-from .base import ArgumentError, Tool, ToolContext, ToolCrashed
+from .base import ArgumentError, Tool, ToolCrashed
+from .outlet import PluginOutlet
 from .registry import Registry
 
 log = logging.getLogger("edged.tools")
@@ -38,14 +40,12 @@ class ToolRunner:
     def __init__(self, registry: Registry, acl: ACL, journal: Journal | None = None, *,
                  default_timeout_s: float = 10.0,
                  emit: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None,
-                 state_dir: Path | None = None,
-                 publish: Callable[[str, bytes | str], Awaitable[None]] | None = None,
-                 scheduler: Any = None, threads: int = 4, max_waiting: int | None = None,
+                 state_dir: Path | None = None, outlet: PluginOutlet | None = None,
+                 threads: int = 4, max_waiting: int | None = None,
                  stuck_after_s: float = 300.0) -> None:
         self.state_dir = state_dir or Path(".")
-        self.publish = publish
-        self.scheduler = scheduler  # .schedule(key, due, topic, payload) and .journal
-        self.memory: Any = None  # edged.memory.MemoryAccess once memory is open
+        self.outlet = outlet  # publish and timers for the tools (None: a tool gets neither)
+        self.memory: Memories | None = None  # edged.memory.MemoryAccess once memory is open
         self.registry = registry
         self.acl = acl
         self.journal = journal
@@ -144,11 +144,14 @@ class ToolRunner:
                 "confirm": token}, f"{plan} plan")
         timeout = tool.timeout_s or self.default_timeout_s
         if tool.context_param:
+            outlet = self.outlet
             args[tool.context_param] = ToolContext(
                 request_id=request.id, device=request.device, topic=request.topic,
-                agent=agent, state_dir=self.state_dir / "plugins" / tool.plugin,
-                publish=self.publish, scheduler=self.scheduler, memory=self.memory,
-                text=request.text)
+                agent=agent, text=request.text,
+                state_dir=self.state_dir / "plugins" / tool.plugin,
+                reply_topic=request.reply_topic or "",
+                publish=outlet.publish if outlet is not None else None,
+                timers=outlet, memory=self.memory)
 
         async def run() -> Any:
             if tool.is_async:

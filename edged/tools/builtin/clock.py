@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from edged.tools.base import tool
+from edged.plugin import tool
 
 
 @tool(examples=["what time is it", "what's the date today", "what day is it"])

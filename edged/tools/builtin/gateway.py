@@ -7,7 +7,7 @@ import time
 
 import psutil
 
-from edged.tools.base import tool
+from edged.plugin import tool
 
 
 @tool(examples=["how is the gateway doing", "system status", "how much memory is free"])

@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import Literal
 
 from edged.memory.consolidate import clean, subject
-from edged.tools.base import ToolContext, ToolError, tool
+from edged.plugin import Memories, ToolContext, ToolError, tool
 
 
-def _memory(ctx: ToolContext):  # noqa: ANN202 - edged.memory.MemoryAccess
+def _memory(ctx: ToolContext) -> Memories:
     if ctx.memory is None:
         raise ToolError("memory is off on this gateway ([memory] enabled = false)")
     return ctx.memory
