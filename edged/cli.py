@@ -10,10 +10,19 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__, config, logs
+
+if TYPE_CHECKING:
+    import paho.mqtt.client as paho
+
+    from .agents import Stage
+    from .memory import Consolidator, Memory, MemoryRow
+    from .models import Backend
+    from .models.pool import ModelPool
 
 log = logging.getLogger("edged.cli")
 
@@ -34,7 +43,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace, stages: dict[str, Any] | None = None) -> int:
+def cmd_run(args: argparse.Namespace, stages: dict[str, Stage] | None = None) -> int:
     import asyncio
 
     from .service import Daemon
@@ -65,7 +74,7 @@ def cmd_run(args: argparse.Namespace, stages: dict[str, Any] | None = None) -> i
     return 0
 
 
-def _mqtt_client(cfg: config.Config, prefix: str) -> Any:
+def _mqtt_client(cfg: config.Config, prefix: str) -> tuple[paho.Client, str, int, bool]:
     import paho.mqtt.client as paho
 
     from .bus.client import parse_url
@@ -85,7 +94,7 @@ def _mqtt_client(cfg: config.Config, prefix: str) -> Any:
     return c, host, port, v5
 
 
-def _connect(c: Any, host: str, port: int, timeout: float) -> None:
+def _connect(c: paho.Client, host: str, port: int, timeout: float) -> None:
     ready = threading.Event()
     c.on_connect = lambda *a: ready.set()
     try:
@@ -99,7 +108,7 @@ def _connect(c: Any, host: str, port: int, timeout: float) -> None:
         raise SystemExit(f"edged: cannot connect to the broker at {host}:{port}")
 
 
-def _close(c: Any) -> None:
+def _close(c: paho.Client) -> None:
     """Disconnect, then stop the loop: in this order the DISCONNECT wakes paho's network
     thread at once (the other way round, ``loop_stop`` waits out its 1 s select)."""
     c.disconnect()
@@ -121,7 +130,7 @@ def _round_trip(cfg: config.Config, envelope: dict[str, Any], device: str,
     done = threading.Event()
     subscribed = threading.Event()
 
-    def on_message(_c: Any, _u: Any, msg: Any) -> None:
+    def on_message(_c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
         got["payload"] = msg.payload
         done.set()
 
@@ -203,7 +212,7 @@ def _read_status(cfg: config.Config, timeout: float) -> bytes | None:
     got: dict[str, Any] = {}
     done = threading.Event()
 
-    def on_message(_c: Any, _u: Any, msg: Any) -> None:
+    def on_message(_c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
         got["payload"] = msg.payload
         done.set()
 
@@ -381,17 +390,17 @@ def cmd_models_prepare(args: argparse.Namespace) -> int:
         if args.verify_only:
             continue
         t0 = time.perf_counter()
-        b: Any = None
+        b: Backend | None = None
         try:  # in a worker process, as the daemon runs it: a native fault is reported here
             if is_embedder:
-                emb = WorkerEmbedder(spec)
-                emb.load()
+                embedder = WorkerEmbedder(spec)
+                embedder.load()
                 loaded = time.perf_counter() - t0
                 t1 = time.perf_counter()
-                emb.embed(["turn on the kitchen lights"])
+                embedder.embed(["turn on the kitchen lights"])
                 warm = f"one sentence embedded in {(time.perf_counter() - t1) * 1e3:.1f} ms"
-                rss = emb.worker.rss()
-                emb.unload()
+                rss = embedder.worker.rss()
+                embedder.unload()
             else:
                 b = create_backend(label, cfg.models[label])
                 b.load()
@@ -450,7 +459,7 @@ def cmd_tools_audit(args: argparse.Namespace) -> int:
     conn = sqlean.connect(f"file:{db}?mode=ro", uri=True)
     sql = ("SELECT ts, device, agent, tool, arguments, outcome, detail, duration_ms, "
            "request_id FROM tool_calls")
-    params: list[Any] = []
+    params: list[str | int] = []
     where = []
     if args.device:
         where.append("device = ?")
@@ -522,9 +531,11 @@ class _OfflineMemory:
     def __init__(self, cfg: config.Config, *, with_model: bool = False) -> None:
         self.cfg = cfg
         self.with_model = with_model
-        self.pool: Any = None
+        self.pool: ModelPool | None = None
+        self.memory: Memory
+        self.consolidator: Consolidator
 
-    async def __aenter__(self) -> Any:
+    async def __aenter__(self) -> _OfflineMemory:
 
         from .memory import Consolidator, Memory, open_embedder, schema_generate
         from .models.pool import ModelPool
@@ -539,7 +550,9 @@ class _OfflineMemory:
         if pending:
             print(f"re-embedding {pending} memories with {ident} first ...", file=sys.stderr)
             await self.memory.reembed(progress=_progress("re-embedded"))
-        generate = schema_generate(self.pool, model, priority=5) if model else None
+        # a consolidation model comes with the pool made for it above
+        generate = schema_generate(self.pool, model, priority=5) \
+            if model and self.pool is not None else None
         self.consolidator = Consolidator(self.memory, cfg.memory, generate=generate,
                                          model=model)
         return self
@@ -550,7 +563,7 @@ class _OfflineMemory:
             await self.pool.close()
 
 
-def _progress(what: str, *, scale: int = 1) -> Any:
+def _progress(what: str, *, scale: int = 1) -> Callable[[int, int], None]:
     """A progress line on stderr ("what: 12/40 (30%)"), redrawn in place on a terminal and
     printed every 10% otherwise (logs stay short). ``scale`` divides the counts (bytes ->
     MB)."""
@@ -569,7 +582,7 @@ def _progress(what: str, *, scale: int = 1) -> Any:
     return show
 
 
-def _print_memories(rows: list[Any], as_json: bool) -> None:
+def _print_memories(rows: list[MemoryRow], as_json: bool) -> None:
     if as_json:
         print(json.dumps([r.to_dict() for r in rows], indent=1))
         return
@@ -770,7 +783,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None, *, stages: dict[str, Any] | None = None) -> int:
+def main(argv: list[str] | None = None, *, stages: dict[str, Stage] | None = None) -> int:
     """Entry point. ``stages`` lets an embedding program add processing stages to ``run``."""
     args = build_parser().parse_args(argv)
     if args.command != "run":

@@ -50,7 +50,8 @@ class Secret:
 
 
 class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
-    pass
+    """Base of every section. msgspec passes these options on to subclasses, but type checkers
+    (PEP 681) take ``frozen`` per class, so each section repeats ``frozen=True``."""
 
 
 def default_state_dir() -> Path:
@@ -61,19 +62,19 @@ def default_state_dir() -> Path:
     return Path(base) / "edged"
 
 
-class LogConfig(_Section):
+class LogConfig(_Section, frozen=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "text", "json"] = "auto"
 
 
-class TLSConfig(_Section):
+class TLSConfig(_Section, frozen=True):
     ca_file: str | None = None
     cert_file: str | None = None
     key_file: str | None = None
     insecure: bool = False
 
 
-class MQTTConfig(_Section):
+class MQTTConfig(_Section, frozen=True):
     url: Annotated[str, msgspec.Meta(pattern=r"^mqtts?://")] = "mqtt://127.0.0.1:1883"
     client_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] = "edged"
     protocol: Literal["5", "3.1.1"] = "5"
@@ -92,14 +93,14 @@ class MQTTConfig(_Section):
     reconnect_max_s: PosFloat = 30.0
 
 
-class StorageConfig(_Section):
+class StorageConfig(_Section, frozen=True):
     path: str = ""  # empty: <state dir>/edged.db
     # full: a power cut loses nothing acked; normal: a power cut may lose the last commits
     # (a process crash loses nothing either way)
     synchronous: Literal["full", "normal"] = "full"
 
 
-class DeliveryConfig(_Section):
+class DeliveryConfig(_Section, frozen=True):
     """Journal, dedup, retries, outbox and admission (a refinement of DESIGN.md's sections)."""
 
     # how long the broker's redelivery (DUP, same packet id) of a delivery is recognised; the
@@ -125,7 +126,7 @@ class DeliveryConfig(_Section):
     shutdown_timeout_s: PosFloat = 10.0
 
 
-class ModelConfig(_Section):
+class ModelConfig(_Section, frozen=True):
     backend: Literal["llama_cpp", "onnx_genai", "openai"]
     path: str = ""
     context: Annotated[int, msgspec.Meta(ge=128)] = 2048
@@ -145,7 +146,7 @@ class ModelConfig(_Section):
     memory_limit_mb: NonNegInt = 0
 
 
-class ResourcesConfig(_Section):
+class ResourcesConfig(_Section, frozen=True):
     idle_unload_s: NonNegInt = 300
     max_loaded_models: PosInt = 2
     memory_budget_mb: NonNegInt = 0  # 0: derive from available memory
@@ -164,7 +165,7 @@ class ResourcesConfig(_Section):
     restart_backoff_s: NonNegFloat = 1.0
 
 
-class AgentConfig(_Section):
+class AgentConfig(_Section, frozen=True):
     model: str = ""
     description: str = ""
     system_prompt: str = ""
@@ -175,7 +176,7 @@ class AgentConfig(_Section):
     escalate: Literal["never", "auto", "always"] = "auto"
 
 
-class RouteConfig(_Section):
+class RouteConfig(_Section, frozen=True):
     topic: Annotated[str, msgspec.Meta(min_length=1)]
     agent: Name
     priority: Annotated[int, msgspec.Meta(ge=0, le=9)] = 5
@@ -186,12 +187,12 @@ class RouteConfig(_Section):
     reply_topics: list[str] = []
 
 
-class RouterConfig(_Section):
+class RouterConfig(_Section, frozen=True):
     default_agent: Name = "echo"
     min_confidence: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.3
 
 
-class PluginsConfig(_Section):
+class PluginsConfig(_Section, frozen=True):
     dirs: list[str] = []
     tool_timeout_s: PosFloat = 10.0
     # sync tools run on this many threads of their own; a tool that never returns holds one
@@ -204,7 +205,7 @@ class PluginsConfig(_Section):
 Fraction = Annotated[float, msgspec.Meta(ge=0, le=1)]
 
 
-class MemoryConfig(_Section):
+class MemoryConfig(_Section, frozen=True):
     enabled: bool = True
     # bundled:<name>, a folder with model.onnx + tokenizer.json, or model:<alias> (embeddings
     # from a [models.<alias>] backend)
@@ -223,7 +224,7 @@ class MemoryConfig(_Section):
     prune_below_importance: Fraction = 0.3
 
 
-class CloudConfig(_Section):
+class CloudConfig(_Section, frozen=True):
     enabled: bool = False
     base_url: str = ""
     model: str = ""
@@ -245,7 +246,7 @@ class CloudConfig(_Section):
     retry_max_s: PosFloat = 300.0
 
 
-class ACLRule(_Section):
+class ACLRule(_Section, frozen=True):
     match: Annotated[str, msgspec.Meta(min_length=1)]
     allow: list[str] = []  # tool patterns; admin actions (models.*) need an explicit allow
     deny: list[str] = []
@@ -254,12 +255,12 @@ class ACLRule(_Section):
     reply_to: list[str] = []  # topic filters replies may go to besides the device's own
 
 
-class MetricsConfig(_Section):
+class MetricsConfig(_Section, frozen=True):
     enabled: bool = False
     listen: Annotated[str, msgspec.Meta(pattern=r"^[^:]+:\d+$")] = "127.0.0.1:9108"
 
 
-class Config(_Section):
+class Config(_Section, frozen=True):
     log: LogConfig = msgspec.field(default_factory=LogConfig)
     mqtt: MQTTConfig = msgspec.field(default_factory=MQTTConfig)
     storage: StorageConfig = msgspec.field(default_factory=StorageConfig)

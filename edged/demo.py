@@ -44,13 +44,20 @@ import threading
 import time
 import tomllib
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from importlib import util as importlib_util
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import __version__, config
 from .extras import EXTRAS, MissingExtra
+
+if TYPE_CHECKING:
+    import paho.mqtt.client as paho
+    from paho.mqtt.reasoncodes import ReasonCode
+
+T = TypeVar("T")
 
 log = logging.getLogger("edged.demo")
 
@@ -350,7 +357,7 @@ def _own_retained_only(broker_cls: Any) -> Any:
     so while anyone watches ``edged/status``, ``edged ask`` would take the retained status
     for its reply (and edged would receive it as a request)."""
 
-    class Broker(broker_cls):  # type: ignore[misc, valid-type]
+    class Broker(broker_cls):
         async def _publish_retained_messages_for_subscription(
                 self, subscription: tuple[str, int], session: Any) -> None:
             subscribers = self._subscriptions.get(subscription[0], ())
@@ -402,8 +409,8 @@ class Device:
         self.reply_topic = f"{prefix}/out/{name}/reply"  # in the device's own reply space
         self._loop = asyncio.get_running_loop()
         self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
-        self._connected: asyncio.Future[Any] = self._loop.create_future()
-        self._subscribed: asyncio.Future[Any] = self._loop.create_future()
+        self._connected: asyncio.Future[ReasonCode] = self._loop.create_future()
+        self._subscribed: asyncio.Future[list[ReasonCode]] = self._loop.create_future()
         self.c = paho.Client(paho.CallbackAPIVersion.VERSION2,
                              client_id=f"demo-{name}-{uuid.uuid4().hex[:6]}",
                              protocol=paho.MQTTv311, clean_session=True)
@@ -411,13 +418,13 @@ class Device:
         self.c.on_subscribe = lambda _c, _u, _m, rcs, _p: self._settle(self._subscribed, rcs)
         self.c.on_message = self._on_message
 
-    def _settle(self, fut: asyncio.Future[Any], value: Any) -> None:
+    def _settle(self, fut: asyncio.Future[T], value: T) -> None:
         def settle() -> None:
             if not fut.done():
                 fut.set_result(value)
         self._loop.call_soon_threadsafe(settle)
 
-    def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
+    def _on_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
         try:
             reply = json.loads(msg.payload)
         except ValueError:
@@ -502,7 +509,8 @@ def _edged_command() -> list[str]:
     return [sys.executable, "-m", "edged"]
 
 
-async def _until(what: Any, daemon_task: asyncio.Task[None], timeout: float) -> bool:
+async def _until(what: Awaitable[object], daemon_task: asyncio.Task[None], timeout: float
+                 ) -> bool:
     """Await ``what`` unless the daemon stops first; False then."""
     waiter = asyncio.ensure_future(what)
     try:

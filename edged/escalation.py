@@ -40,24 +40,47 @@ import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, TypeVarTuple
 
 import msgspec
 
-from .config import CloudConfig, ConfigError, ModelConfig
+from .config import AgentConfig, CloudConfig, ConfigError, ModelConfig
 from .journal import Escalation, Journal, OutRow
 from .memory.store import approx_tokens
-from .memory.working import private_withheld
+from .memory.working import WorkingMemory, private_withheld
 from .messages import Reply, Request, ToolCall
-from .models import GenerationRequest, ModelError, Unreachable
+from .models import Generation, GenerationRequest, ModelError, Unreachable
 from .redact import Redactor
+
+if TYPE_CHECKING:
+    from .agents.base import Context
+    from .models.openai import OpenAIBackend
+    from .tools.base import Tool
+    from .tools.runner import ToolRunner
 
 log = logging.getLogger("edged.cloud")
 
 Emit = Callable[[str, dict[str, Any]], Awaitable[None]]
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
+
+
+class CloudAgent(Protocol):
+    """What the escalator uses of the agent that escalates
+    (:class:`edged.agents.tool_agent.ToolAgent`)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def cfg(self) -> AgentConfig: ...
+    @property
+    def tools(self) -> Mapping[str, Tool]: ...
+
+    async def working_memory(self, request: Request, *, budget: int | None = None,
+                             for_cloud: bool = False) -> WorkingMemory: ...
 
 MAX_QUEUED_ATTEMPTS = 3
 _TOOL_NAME = re.compile(r"[^A-Za-z0-9_-]")
@@ -78,7 +101,7 @@ class Outcome:
 
 
 class Escalator:
-    def __init__(self, cfg: CloudConfig, journal: Journal, *, runner: Any, emit: Emit,
+    def __init__(self, cfg: CloudConfig, journal: Journal, *, runner: ToolRunner, emit: Emit,
                  wake_outbox: Callable[[], None], clock: Callable[[], float] = time.time
                  ) -> None:
         self.cfg = cfg
@@ -92,7 +115,7 @@ class Escalator:
         self.last_error = ""
         self.stats = {"sent": 0, "answered": 0, "queued": 0, "followups": 0, "expired": 0,
                       "failed": 0, "over_budget": 0, "waiting": 0}
-        self._backend: Any = None
+        self._backend: OpenAIBackend | None = None
         self._thread = concurrent.futures.ThreadPoolExecutor(
             max_workers=2, thread_name_prefix="edged-cloud")
         self._wake = asyncio.Event()
@@ -100,7 +123,7 @@ class Escalator:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def _client(self) -> Any:
+    def _client(self) -> OpenAIBackend:
         if self._backend is None:
             from .models.openai import OpenAIBackend
 
@@ -116,7 +139,7 @@ class Escalator:
             self._backend = b
         return self._backend
 
-    async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+    async def _in_thread(self, fn: Callable[[*Ts], T], *args: *Ts) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
 
     async def close(self) -> None:
@@ -158,7 +181,7 @@ class Escalator:
 
     # -- the agent's hook ----------------------------------------------------------------------
 
-    async def escalate(self, agent: Any, request: Request, ctx: Any, reason: str,
+    async def escalate(self, agent: CloudAgent, request: Request, ctx: Context, reason: str,
                        *, tools: bool = True) -> Outcome:
         """Try the cloud for ``request``; see the module doc for what happens when."""
         if not self.cfg.enabled or agent.cfg.escalate == "never":
@@ -185,7 +208,7 @@ class Escalator:
             return Outcome(note="(The cloud could not answer; this is the local answer.)")
         return Outcome(reply=reply)
 
-    async def _offline(self, agent: Any, request: Request, messages: list[dict[str, Any]],
+    async def _offline(self, agent: CloudAgent, request: Request, messages: list[dict[str, Any]],
                        reason: str) -> Outcome:
         if self.cfg.offline == "local":
             return Outcome(note="(The cloud is unreachable; answered locally.)")
@@ -207,7 +230,7 @@ class Escalator:
 
     # -- building what is sent -----------------------------------------------------------------
 
-    async def _messages(self, agent: Any, request: Request
+    async def _messages(self, agent: CloudAgent, request: Request
                         ) -> tuple[list[dict[str, Any]], dict[str, int]]:
         wm = await agent.working_memory(request, for_cloud=True)
         wm.turns, n = private_withheld(wm.turns)  # again: whatever agent built them
@@ -224,7 +247,7 @@ class Escalator:
             counts[k] = counts.get(k, 0) + v
         return messages, counts
 
-    def _tool_specs(self, agent: Any, request: Request) -> list[dict[str, Any]]:
+    def _tool_specs(self, agent: CloudAgent, request: Request) -> list[dict[str, Any]]:
         """The agent's tools that the ACL allows for this device and topic."""
         specs = []
         for t in agent.tools.values():
@@ -253,8 +276,8 @@ class Escalator:
     # -- talking to the cloud ------------------------------------------------------------------
 
     async def _generate(self, messages: list[dict[str, Any]],
-                        specs: list[dict[str, Any]]) -> Any:
-        def call() -> Any:
+                        specs: list[dict[str, Any]]) -> Generation:
+        def call() -> Generation:
             backend = self._client()
             return backend.generate(GenerationRequest(
                 messages=messages, max_tokens=self.cfg.max_tokens, temperature=0.0,
@@ -280,7 +303,7 @@ class Escalator:
             except Exception:  # noqa: BLE001 - best effort
                 pass
 
-    async def _converse(self, agent: Any, request: Request, ctx: Any,
+    async def _converse(self, agent: CloudAgent, request: Request, ctx: Context,
                         messages: list[dict[str, Any]], specs: list[dict[str, Any]],
                         reason: str, counts: dict[str, int]) -> Reply:
         t0 = time.perf_counter()

@@ -10,12 +10,15 @@ keeps a device away from it); a refusal is an error reply and a dead-letter copy
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..messages import BadRequest, Reply, Request
 from ..models import ModelError
 from ..tools.acl import ACL
 from .base import Context
+
+if TYPE_CHECKING:
+    from ..models.pool import ModelPool
 
 ACTIONS = ("load", "unload", "list")
 
@@ -23,7 +26,7 @@ ACTIONS = ("load", "unload", "list")
 class ModelsAgent:
     name = "models"
 
-    def __init__(self, pool: Any, acl: Callable[[], ACL]) -> None:
+    def __init__(self, pool: ModelPool, acl: Callable[[], ACL]) -> None:
         self.pool = pool
         self.acl = acl  # the current ACL (SIGHUP replaces it)
 

@@ -9,7 +9,7 @@ import math
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol
 
 EmbedFn = Callable[[list[str]], Awaitable[list[list[float]]]]
 
@@ -149,7 +149,15 @@ class CentroidIndex:
         return Ranking(scores, self.threshold, self.margin)
 
 
-def tool_leads(tool: Any) -> set[str]:
+class LeadSource(Protocol):
+    """What :func:`tool_leads` reads of a tool (:class:`edged.tools.base.Tool`)."""
+
+    @property
+    def short_name(self) -> str: ...
+    def example_pairs(self) -> Sequence[tuple[str, object]]: ...
+
+
+def tool_leads(tool: LeadSource) -> set[str]:
     """A tool's lead verbs: the first word of its name and of each example."""
     first = tool.short_name.split("_")[0].lower()
     out = {_SYNONYMS.get(first, first)}

@@ -22,7 +22,8 @@ import json
 import logging
 import re
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from ..config import AgentConfig
 from ..memory.recall import Memory
@@ -37,7 +38,14 @@ from . import slots
 from .base import Context
 from .selector import CentroidIndex, Ranking, lead_word, tool_leads
 
+if TYPE_CHECKING:
+    from ..escalation import Escalator
+
 log = logging.getLogger("edged.agents")
+
+# one step of a plan: (the request's part, its tool, the arguments or None when the model
+# must fill some, the ranking that chose the tool)
+Step = tuple[str, Tool, dict[str, Any] | None, Ranking]
 
 
 
@@ -77,7 +85,8 @@ class ToolAgent:
 
     def __init__(self, name: str, cfg: AgentConfig, *, runner: ToolRunner, index: CentroidIndex,
                  pool: ModelPool | None, model: str | None,
-                 model_for: Any = None, escalator: Any = None,
+                 model_for: Callable[[str], str] | None = None,
+                 escalator: Escalator | None = None,
                  memory: Memory | None = None) -> None:
         self.name = name
         self.cfg = cfg
@@ -179,7 +188,8 @@ class ToolAgent:
             if cloud is not None:
                 return cloud
         calls: list[ToolCall] = []
-        for i, (part, tool, args, _ranking) in enumerate(plan[: self.cfg.max_steps]):
+        for i, (part, tool, planned, _ranking) in enumerate(plan[: self.cfg.max_steps]):
+            args: dict[str, Any] | str | None = planned
             if args is None:
                 args = await self._context_args(part, tool, request, notes)
             if args is None:
@@ -230,11 +240,11 @@ class ToolAgent:
 
     # -- planning ------------------------------------------------------------------------
 
-    async def _plan(self, text: str) -> list[tuple[str, Tool, dict[str, Any] | None, Ranking]]:
+    async def _plan(self, text: str) -> list[Step]:
         """One step per independent command; None args: the model must fill some."""
         parts = [p for p in _SPLIT.split(text) if p.strip()]
         if len(parts) > 1:
-            steps = []
+            steps: list[Step] = []
             for p in parts:
                 step = await self._step(p)
                 if step is None or step[2] is None or \
@@ -247,7 +257,7 @@ class ToolAgent:
         step = await self._step(text)
         return [step] if step else []
 
-    async def _step(self, text: str) -> tuple[str, Tool, dict[str, Any] | None, Ranking] | None:
+    async def _step(self, text: str) -> Step | None:
         ranking = await self.index.rank(text, list(self.tools))
         if slots.is_question(text):
             ranking = ranking.penalise({n for n, t in self.tools.items() if _changes_state(t)},
@@ -264,7 +274,7 @@ class ToolAgent:
             if picked is not None:
                 tool = self.tools[picked]
                 return text, tool, self._rule_args(text, tool), ranking
-        first: tuple[str, Tool, dict[str, Any] | None, Ranking] | None = None
+        first: Step | None = None
         if not ranking.ambiguous and self._rules_contradict(text, self.tools[candidates[0].name]):
             # what was said does not fit the best tool at all ("4471 degrees"): the next
             # candidates get their chance
@@ -297,8 +307,7 @@ class ToolAgent:
                     return call
         return None
 
-    async def _followup_plan(self, text: str, request: Request
-                             ) -> list[tuple[str, Tool, dict[str, Any] | None, Ranking]]:
+    async def _followup_plan(self, text: str, request: Request) -> list[Step]:
         """The request adds to the last call ("and the bedroom too") or refers back to its
         subject ("set it to 40 percent"): the last call again, with what this request
         changes (nothing when it changes nothing of that tool)."""
@@ -425,8 +434,9 @@ class ToolAgent:
         missing = [r for r in tool.parameters.get("required", []) if r not in known]
         if self.pool is None or self.model is None:
             return f"Which {', '.join(missing)} do you mean?"
-        schema = {"type": "object", "properties": {}, "required": missing,
-                  "additionalProperties": False}
+        properties: dict[str, dict[str, Any]] = {}
+        schema: dict[str, Any] = {"type": "object", "properties": properties,
+                                  "required": missing, "additionalProperties": False}
         spans = _spans(text)
         numbers = slots.parse_numbers(text)
         for m in missing:
@@ -440,11 +450,11 @@ class ToolAgent:
                 if not numbers:  # no number was said: never invent one
                     what = (props[m].get("description") or "").rstrip(".")
                     return f"Which {m} do you mean?" + (f" ({what})" if what else "")
-                schema["properties"][m] = {"enum": [int(n) if kind == "integer" else n
-                                                    for n in numbers]}
+                properties[m] = {"enum": [int(n) if kind == "integer" else n
+                                          for n in numbers]}
             elif kind == "string":
-                schema["properties"][m] = {"enum": spans} if spans else {"type": "string",
-                                                                          "maxLength": 60}
+                properties[m] = {"enum": spans} if spans else {"type": "string",
+                                                                "maxLength": 60}
             else:
                 return f"I can't work out {m} for {tool.short_name}; please say it plainly."
         # free text first by rule: the request minus the tool's carrier words
@@ -454,7 +464,7 @@ class ToolAgent:
                 if span:
                     known[m] = span
                     missing.remove(m)
-                    schema["properties"].pop(m, None)
+                    properties.pop(m, None)
                     schema["required"] = missing
         if not missing:
             try:

@@ -30,6 +30,7 @@ from urllib.parse import unquote, urlsplit
 import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ..config import MQTTConfig, Secret
@@ -243,32 +244,43 @@ class MQTTBus:
 
     # -- paho callbacks (all on the loop thread, except socket ones during connect) -----------
 
-    def _on_connect(self, client: paho.Client, _u: Any, flags: Any, rc: Any, _p: Any) -> None:
+    def _on_connect(self, client: paho.Client, _u: Any, flags: paho.ConnectFlags,
+                    rc: ReasonCode, _p: Properties | None) -> None:
         if rc.is_failure:
             self._set_state("refused", f"broker refused the connection: {rc}")
             return
         self.generation += 1
         self._set_state("online")
-        opts = SubscribeOptions(qos=1) if self.v5 else 1
         self._session_present = bool(getattr(flags, "session_present", False))
         self.connected.set()
         if self.subscriptions:
-            client.subscribe([(t, opts) for t in self.subscriptions])
+            client.subscribe(self._qos1(self.subscriptions))
         else:
             self._subscribed()
+
+    def _qos1(self, topics: list[str]
+              ) -> list[tuple[str, SubscribeOptions]] | list[tuple[str, int]]:
+        """``topics`` as paho's subscribe list at QoS 1 (options for v5, a plain QoS for
+        3.1.1)."""
+        if self.v5:
+            opts = SubscribeOptions(qos=1)
+            return [(t, opts) for t in topics]
+        return [(t, 1) for t in topics]
 
     def _subscribed(self) -> None:
         self.subscribed.set()
         if self._on_ready:
             self._on_ready(self._session_present)
 
-    def _on_subscribe(self, _c: paho.Client, _u: Any, _mid: int, rcs: Any, _p: Any) -> None:
+    def _on_subscribe(self, _c: paho.Client, _u: Any, _mid: int, rcs: list[ReasonCode],
+                      _p: Properties | None) -> None:
         bad = [str(rc) for rc in rcs if getattr(rc, "is_failure", False)]
         if bad:
             self._set_state("online", f"subscription refused: {', '.join(bad)}")
         self._subscribed()
 
-    def _on_disconnect(self, _c: paho.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+    def _on_disconnect(self, _c: paho.Client, _u: Any, _f: paho.DisconnectFlags,
+                       rc: ReasonCode, _p: Properties | None) -> None:
         self.connected.clear()
         self.subscribed.clear()
         if not self._stopping:
@@ -281,10 +293,12 @@ class MQTTBus:
         props = getattr(msg, "properties", None)
         rt = getattr(props, "ResponseTopic", None) if props is not None else None
         cd = getattr(props, "CorrelationData", None) if props is not None else None
+        # paho declares bytes | bytearray; its decoder hands out bytes (so no copy here)
+        payload = msg.payload if isinstance(msg.payload, bytes) else bytes(msg.payload)
         self.stats["received"] += 1
         self._held += 1
         self.inbox.put_nowait(Inbound(
-            topic=msg.topic, payload=msg.payload, qos=msg.qos, mid=msg.mid,
+            topic=msg.topic, payload=payload, qos=msg.qos, mid=msg.mid,
             generation=self.generation, retain=bool(msg.retain), dup=bool(msg.dup),
             response_topic=rt or None, correlation=bytes(cd) if cd else None,
             received=time.time(),
@@ -292,7 +306,8 @@ class MQTTBus:
         if self._held >= self.capacity and not self._paused:
             self._pause_reading()
 
-    def _on_publish(self, _c: paho.Client, _u: Any, mid: int, rc: Any, _p: Any) -> None:
+    def _on_publish(self, _c: paho.Client, _u: Any, mid: int, rc: ReasonCode,
+                    _p: Properties) -> None:
         fut = self._pending_pub.pop(mid, None)
         if fut is not None and not fut.done():
             if getattr(rc, "is_failure", False):
@@ -432,9 +447,8 @@ class MQTTBus:
         removed = [t for t in self.subscriptions if t not in new]
         self.subscriptions = new
         if self.connected.is_set():
-            opts = SubscribeOptions(qos=1) if self.v5 else 1
             if added:
-                self._client.subscribe([(t, opts) for t in added])
+                self._client.subscribe(self._qos1(added))
             if removed:
                 self._client.unsubscribe(removed)
         return added, removed

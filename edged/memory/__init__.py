@@ -9,22 +9,30 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .consolidate import Consolidator, Decision, Generate
-from .recall import Memory
+from .recall import EmbedFn, Memory
 from .store import KINDS, MemoryRow, MemoryStore, MemoryStoreError, Turn
 from .working import WorkingMemory
 
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..models.pool import ModelPool
+    from ..models.process import WorkerEmbedder
 
-async def open_embedder(cfg: Any, pool: Any) -> tuple[Any, str, Any]:
+
+async def open_embedder(cfg: Config, pool: ModelPool | None
+                        ) -> tuple[EmbedFn, str, WorkerEmbedder | None]:
     """(async embed function, the identity the memory database records, the loaded local
     embedder or None) for ``memory.embedder``: a bundled / folder ONNX embedder in its own
     worker process, or ``model:<alias>``, embeddings from a configured model through the
-    pool."""
+    pool (which only that needs)."""
     spec = cfg.memory.embedder
     if spec.startswith("model:"):
+        if pool is None:
+            raise ValueError(f"memory.embedder {spec!r} needs the model pool")
         alias = spec.split(":", 1)[1]
         m = cfg.models[alias]
         ident = f"{spec} ({m.backend} {m.path or m.base_url} {m.model or ''})".strip()
@@ -43,7 +51,7 @@ async def open_embedder(cfg: Any, pool: Any) -> tuple[Any, str, Any]:
     return embed, spec, embedder
 
 
-def schema_generate(pool: Any, alias: str, *, priority: int = 1,
+def schema_generate(pool: ModelPool, alias: str, *, priority: int = 1,
                     model_for: Callable[[str], str] = lambda a: a) -> Generate:
     """Consolidation's model call: a short answer under a JSON schema, at low priority
     (after every request)."""
@@ -69,7 +77,7 @@ class MemoryAccess:
         return await self.consolidator.absorb(scope, text, kind, [source])
 
     async def search(self, scope: str, query: str, k: int | None = None,
-                     kinds: Any = None) -> list[MemoryRow]:
+                     kinds: Sequence[str] | None = None) -> list[MemoryRow]:
         return await self.memory.recall(query, scope, k=k, kinds=kinds)
 
     async def important(self, scope: str, k: int | None = None) -> list[MemoryRow]:

@@ -387,7 +387,8 @@ class Consolidator:
             kind = await self._model_kind(text)
             if kind is not None:
                 return kind
-        return max(self._centroids, key=lambda k: _cos(vec, self._centroids[k]))  # type: ignore
+        centroids = self._centroids
+        return max(centroids, key=lambda k: _cos(vec, centroids[k]))
 
     async def _model_kind(self, text: str) -> str | None:
         assert self._generate is not None

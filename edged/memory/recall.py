@@ -18,7 +18,8 @@ import concurrent.futures
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
 
 import sqlean
 
@@ -27,6 +28,7 @@ from .store import KINDS, MemoryRow, MemoryStore, MemoryStoreError, Turn
 
 log = logging.getLogger("edged.memory")
 T = TypeVar("T")
+P = ParamSpec("P")
 
 EmbedFn = Callable[[list[str]], Awaitable[list[list[float]]]]
 
@@ -50,7 +52,7 @@ def rank(rows: list[MemoryRow], now: float) -> list[MemoryRow]:
 class Memory:
     """The memory service of a running daemon (or of the CLI)."""
 
-    def __init__(self, cfg: MemoryConfig, path: Any, *, embed: EmbedFn | None,
+    def __init__(self, cfg: MemoryConfig, path: str | Path, *, embed: EmbedFn | None,
                  embedder_id: str, clock: Callable[[], float] = time.time) -> None:
         self.cfg = cfg
         self.store = MemoryStore(path, clock=clock)
@@ -63,7 +65,7 @@ class Memory:
         # the daemon's metrics: ("memory", seconds) per record/recent/recall on a request's path
         self.on_timing: Callable[[str, float], None] | None = None
 
-    async def run(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+    async def run(self, fn: Callable[P, T], *args: P.args, **kw: P.kwargs) -> T:
         """Run a store call on the memory thread."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._thread, lambda: fn(*args, **kw))

@@ -16,6 +16,7 @@ The class is synchronous and not thread-safe: the daemon drives it from one thre
 
 from __future__ import annotations
 
+import builtins
 import importlib.util
 import json
 import logging
@@ -25,7 +26,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import sqlean as sqlite3
 
@@ -169,6 +170,33 @@ _MEM_COLS = ("id, scope, kind, text, importance, created, updated, last_used, us
              "private")
 
 
+def _turn(r: Sequence[Any]) -> Turn:
+    """A turn from ``SELECT id, scope, session, role, text, tokens, request_id, ts, tools``."""
+    return Turn(id=r[0], scope=r[1], session=r[2], role=r[3], text=r[4], tokens=r[5],
+                request_id=r[6], ts=r[7], tools=json.loads(r[8]) if r[8] else [])
+
+
+class StoredDecision(Protocol):
+    """What :meth:`MemoryStore.apply` reads of a decision (consolidation's ``Decision``)."""
+
+    @property
+    def op(self) -> str: ...  # ADD | UPDATE | DELETE | NOOP
+    @property
+    def kind(self) -> str: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def vector(self) -> Sequence[float] | None: ...
+    @property
+    def target(self) -> int | None: ...  # the memory an UPDATE / DELETE / NOOP is about
+    @property
+    def sources(self) -> Sequence[str]: ...
+    @property
+    def importance(self) -> float: ...
+    @property
+    def private(self) -> bool: ...
+
+
 def _row(r: Sequence[Any]) -> MemoryRow:
     return MemoryRow(id=r[0], scope=r[1], kind=r[2], text=r[3], importance=r[4], created=r[5],
                      updated=r[6], last_used=r[7], uses=r[8], sources=json.loads(r[9] or "[]"),
@@ -280,7 +308,7 @@ class MemoryStore:
             if used + r[5] > max_tokens and out:
                 break
             used += r[5]
-            out.append(Turn(*r[:8], tools=json.loads(r[8]) if r[8] else []))
+            out.append(_turn(r))
         out.reverse()
         return out
 
@@ -288,11 +316,11 @@ class MemoryStore:
         cur = self.conn.execute(
             "SELECT id, scope, session, role, text, tokens, request_id, ts, tools FROM turns "
             "WHERE session = ? AND id > ? ORDER BY id LIMIT ?", (session, turn_id, limit))
-        return [Turn(*r[:8], tools=json.loads(r[8]) if r[8] else []) for r in cur]
+        return [_turn(r) for r in cur]
 
     def sessions_with_new_turns(self) -> list[tuple[str, str, int]]:
         """(session, scope, checkpoint) for every session with turns past its checkpoint."""
-        return [tuple(r) for r in self.conn.execute(  # type: ignore[misc]
+        return [(r[0], r[1], r[2]) for r in self.conn.execute(
             "SELECT t.session, MIN(t.scope), COALESCE(c.turn_id, 0) FROM turns t "
             "LEFT JOIN checkpoints c ON c.session = t.session "
             "WHERE t.id > COALESCE(c.turn_id, 0) GROUP BY t.session ORDER BY t.session")]
@@ -317,7 +345,7 @@ class MemoryStore:
             "WHERE session = ? AND id <= ? AND ts < ? AND id NOT IN "
             "(SELECT id FROM turns WHERE session = ? ORDER BY id DESC LIMIT ?) ORDER BY id",
             (session, before_id, older_than, session, keep_last))
-        return [Turn(*r[:8], tools=json.loads(r[8]) if r[8] else []) for r in cur]
+        return [_turn(r) for r in cur]
 
     def delete_turns(self, ids: Iterable[int]) -> int:
         ids = list(ids)
@@ -395,13 +423,13 @@ class MemoryStore:
             f"LIMIT ? OFFSET ?", (*args, limit, offset))
         return [_row(r) for r in cur]
 
-    def scopes(self) -> list[str]:
+    def scopes(self) -> builtins.list[str]:
         return [r[0] for r in self.conn.execute(
             "SELECT scope FROM memories UNION SELECT scope FROM turns ORDER BY 1")]
 
     def search(self, vector: Sequence[float], scope: str, *, k: int = 5,
                kinds: Sequence[str] | None = None, since: float | None = None,
-               until: float | None = None) -> list[MemoryRow]:
+               until: float | None = None) -> builtins.list[MemoryRow]:
         """Nearest memories of one scope (cosine similarity in ``similarity``)."""
         if not self.dim:
             return []
@@ -464,12 +492,11 @@ class MemoryStore:
             self.conn.execute("DELETE FROM checkpoints WHERE scope = ?", (scope,))
         return {"memories": n_mem, "vectors": max(n_vec, 0), "turns": n_turn}
 
-    def apply(self, *, session: str | None, scope: str, turn_id: int, decisions: Sequence[Any],
-              fold: Sequence[int]) -> bool:
-        """Consolidation's outcome for one session, atomically: the decisions (objects with
-        op, kind, text, vector, target, sources, importance), the turns folded into
-        episodes, and the new checkpoint. False (nothing written) when the session's turns
-        are gone: the scope was forgotten while consolidation ran."""
+    def apply(self, *, session: str | None, scope: str, turn_id: int,
+              decisions: Sequence[StoredDecision], fold: Sequence[int]) -> bool:
+        """Consolidation's outcome for one session, atomically: the decisions, the turns
+        folded into episodes, and the new checkpoint. False (nothing written) when the
+        session's turns are gone: the scope was forgotten while consolidation ran."""
         with self.tx():
             if session is not None and self.conn.execute(
                     "SELECT 1 FROM turns WHERE id = ? AND session = ?",
@@ -479,6 +506,8 @@ class MemoryStore:
                 if d.op == "ADD":
                     self.add(scope, d.kind, d.text, d.vector, importance=d.importance,
                              sources=d.sources, private=d.private)
+                elif d.target is None:
+                    continue  # an UPDATE / DELETE / NOOP of no memory changes nothing
                 elif d.op == "UPDATE":
                     self.update(d.target, text=d.text, vector=d.vector, kind=d.kind,
                                 importance=d.importance, sources=d.sources,
@@ -507,7 +536,7 @@ class MemoryStore:
         return int(self.conn.execute("SELECT COUNT(*) FROM memories WHERE vec_gen < ?",
                                      (self.gen,)).fetchone()[0])
 
-    def reembed_batch(self, limit: int = 64) -> list[tuple[int, str]]:
+    def reembed_batch(self, limit: int = 64) -> builtins.list[tuple[int, str]]:
         """Memories whose vector is missing or from an older embedder: (id, text)."""
         return [(r[0], r[1]) for r in self.conn.execute(
             "SELECT id, text FROM memories WHERE vec_gen < ? ORDER BY scope, id LIMIT ?",

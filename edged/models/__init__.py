@@ -31,8 +31,8 @@ NATIVE = ("llama_cpp", "onnx_genai")  # runtimes whose crash would take the proc
 def create_local_backend(alias: str, cfg: ModelConfig, path: str) -> Backend:
     """The backend object that runs in this process (nothing is loaded yet)."""
     module, cls = _BACKENDS[cfg.backend].split(":")
-    backend_cls = getattr(importlib.import_module(module), cls)
-    return backend_cls(alias, cfg, path)  # type: ignore[no-any-return]
+    backend_cls: type[Backend] = getattr(importlib.import_module(module), cls)
+    return backend_cls(alias, cfg, path)
 
 
 def create_backend(alias: str, cfg: ModelConfig) -> Backend:

@@ -18,10 +18,13 @@ from __future__ import annotations
 import abc
 import importlib.util
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .base import ModelError
 from .bundled import BUNDLED, resolve
+
+if TYPE_CHECKING:
+    from .embed_onnx import OnnxMiniLMEmbedder
 
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
@@ -70,7 +73,8 @@ class Embedder(abc.ABC):
 
 
 def create_embedder(spec: str, *, threads: int = 1, max_length: int = 256,
-                    batch_size: int = 16, max_batch_cells: int = 2 * 256 * 256) -> Embedder:
+                    batch_size: int = 16, max_batch_cells: int = 2 * 256 * 256
+                    ) -> OnnxMiniLMEmbedder:
     """The embedder for a spec (nothing is loaded yet); ModelError when it cannot be found.
 
     ``threads``: onnxruntime intra-op threads; ``max_length``: tokens per text (longer texts

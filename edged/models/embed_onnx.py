@@ -147,7 +147,8 @@ class OnnxMiniLMEmbedder(Embedder):
         for t in texts:
             if not isinstance(t, str):
                 raise TypeError(f"embed() takes strings, got {type(t).__name__}")
-        return self._run(list(texts)).tolist()  # type: ignore[no-any-return]
+        vectors: list[list[float]] = self._run(list(texts)).tolist()  # numpy, loaded lazily
+        return vectors
 
     def _run(self, texts: list[str]) -> Any:
         """[len(texts), dim] float32, L2-normalised, in the order of ``texts``."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import socket
 import struct
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 import msgspec
 
@@ -92,28 +92,36 @@ class Failed(msgspec.Struct, tag=True):
 
 
 Reply = Token | Loaded | Generated | Vectors | Count | Done | Failed
+# what a call ends with when it succeeds (Token frames come before it, Failed instead of it)
+Answer = Loaded | Generated | Vectors | Count | Done
+
+
+In = TypeVar("In", Request, Reply)
+Out = TypeVar("Out", Request, Reply)
 
 
 class Closed(Exception):
     """The peer closed the socket (or it broke) before a whole frame arrived."""
 
 
-class Channel:
-    """Framed msgspec messages over one connected stream socket (blocking)."""
+class Channel(Generic[In, Out]):
+    """Framed msgspec messages over one connected stream socket (blocking): ``In`` comes in
+    (``incoming``, the type the frames are decoded as), ``Out`` goes out. The daemon's end is
+    ``Channel[Reply, Request]``, the worker's ``Channel[Request, Reply]``."""
 
     def __init__(self, sock: socket.socket, incoming: Any) -> None:
         self.sock = sock
         self._enc = msgspec.msgpack.Encoder()
-        self._dec = msgspec.msgpack.Decoder(incoming)
+        self._dec: msgspec.msgpack.Decoder[In] = msgspec.msgpack.Decoder(incoming)
 
-    def send(self, msg: Any) -> None:
+    def send(self, msg: Out) -> None:
         body = self._enc.encode(msg)
         try:
             self.sock.sendall(_LEN.pack(len(body)) + body)
         except OSError as e:
             raise Closed(str(e)) from None
 
-    def recv(self) -> Any:
+    def recv(self) -> In:
         (n,) = _LEN.unpack(self._exact(_LEN.size))
         if n > MAX_FRAME:
             raise Closed(f"frame of {n} bytes exceeds {MAX_FRAME}")

@@ -183,7 +183,7 @@ def _drain(stream: Any, on_token: TokenCallback | None, *, chat: bool
 def _prompt_cache(llama_cpp: Any, capacity_bytes: int) -> Any:
     """A ``LlamaRAMCache`` whose capacity bounds the memory it really holds."""
 
-    class PromptCache(llama_cpp.LlamaRAMCache):  # type: ignore[misc,name-defined]
+    class PromptCache(llama_cpp.LlamaRAMCache):
         @property
         def cache_size(self) -> int:
             return sum(_state_bytes(s) for s in self.cache_state.values())

@@ -30,7 +30,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, TypeVarTuple
 
 import psutil
 
@@ -38,6 +38,9 @@ from ..config import ModelConfig, ResourcesConfig
 from . import create_backend
 from .base import Backend, Generation, GenerationRequest, ModelError, ModelUnavailable
 from .process import WorkerCrashed, describe_exit
+
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 
 log = logging.getLogger("edged.models")
 
@@ -508,8 +511,8 @@ class ModelPool:
         await self._event("model_unloaded", slot.alias, reason=reason,
                           freed_mb=round(freed / 2**20, 1))
 
-    async def _run(self, slot: _Slot, fn: Callable[..., Any], *args: Any,
-                   deadline: float | None = None, what: str = "call") -> Any:
+    async def _run(self, slot: _Slot, fn: Callable[[*Ts], T], *args: *Ts,
+                   deadline: float | None = None, what: str = "call") -> T:
         """``fn(*args)`` on the model's thread. Past ``deadline`` the worker is stopped (the
         call fails with WorkerCrashed); a crash is recorded. If the caller is cancelled the
         model stays held until the call returns, so that calls never overlap."""

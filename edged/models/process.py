@@ -24,7 +24,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import psutil
 
@@ -50,6 +50,7 @@ _SIGNALS = {
     signal.SIGKILL: "SIGKILL (out of memory, or killed)",
     signal.SIGTERM: "SIGTERM",
 }
+A = TypeVar("A", ipc.Loaded, ipc.Generated, ipc.Vectors, ipc.Count, ipc.Done)
 STOP_GRACE_S = 5.0
 CRASH_LIMIT = 5  # the embedder: crashes within CRASH_WINDOW_S before it is failed
 CRASH_WINDOW_S = 60.0
@@ -112,7 +113,7 @@ class WorkerProcess:
     def __init__(self, label: str) -> None:
         self.label = label
         self.proc: subprocess.Popen[bytes] | None = None
-        self.chan: ipc.Channel | None = None
+        self.chan: ipc.Channel[ipc.Reply, ipc.Request] | None = None
         self._lock = threading.Lock()
         self._killed_for = ""
 
@@ -152,7 +153,7 @@ class WorkerProcess:
         self.stop()
         raise ModelError(f"{self.label}: unexpected answer to load: {type(reply).__name__}")
 
-    def call(self, msg: Any, on_token: TokenCallback | None = None) -> Any:
+    def call(self, msg: ipc.Request, on_token: TokenCallback | None = None) -> ipc.Answer:
         """Send one request; return its final answer (Token frames go to ``on_token``).
         A ``Failed`` answer is raised as ModelError / NotSupported; a dead worker as
         WorkerCrashed."""
@@ -175,6 +176,15 @@ class WorkerProcess:
             if reply.kind == "not_supported":
                 raise NotSupported(reply.message)
             raise ModelError(reply.message)
+        return reply
+
+    def call_for(self, msg: ipc.Request, answer: type[A],
+                 on_token: TokenCallback | None = None) -> A:
+        """:meth:`call`, expecting an ``answer`` (another one is a ModelError)."""
+        reply = self.call(msg, on_token)
+        if not isinstance(reply, answer):
+            raise ModelError(f"{self.label}: unexpected answer to {type(msg).__name__}: "
+                             f"{type(reply).__name__}")
         return reply
 
     def _crashed(self) -> WorkerCrashed:
@@ -268,9 +278,10 @@ class WorkerBackend(Backend):
     def alive(self) -> bool:
         return self.worker.alive()
 
-    def _call(self, msg: Any, on_token: TokenCallback | None = None) -> Any:
+    def _call(self, msg: ipc.Request, answer: type[A], on_token: TokenCallback | None = None
+              ) -> A:
         try:
-            return self.worker.call(msg, on_token)
+            return self.worker.call_for(msg, answer, on_token)
         except WorkerCrashed:
             self.loaded = False
             self.worker.proc = None
@@ -278,20 +289,21 @@ class WorkerBackend(Backend):
 
     def generate(self, req: GenerationRequest, on_token: TokenCallback | None = None
                  ) -> Generation:
-        reply = self._call(ipc.Generate(req, stream=on_token is not None), on_token)
-        return reply.gen  # type: ignore[no-any-return]
+        reply = self._call(ipc.Generate(req, stream=on_token is not None), ipc.Generated,
+                           on_token)
+        return reply.gen
 
     def count_tokens(self, text: str) -> int:
-        return int(self._call(ipc.CountTokens(text)).n)
+        return int(self._call(ipc.CountTokens(text), ipc.Count).n)
 
     def embed(self, texts: list[str]) -> list[list[float]]:
         if not texts:
             return []
-        return self._call(ipc.Embed(texts)).vectors  # type: ignore[no-any-return]
+        return self._call(ipc.Embed(texts), ipc.Vectors).vectors
 
     def set_threads(self, n: int) -> None:
         if self.loaded:
-            self._call(ipc.SetThreads(n))
+            self._call(ipc.SetThreads(n), ipc.Done)
 
     def memory_estimate(self) -> int:
         return self._estimate
@@ -351,8 +363,7 @@ class WorkerEmbedder(Embedder):
                 if not self.worker.alive():
                     self._restart()
                 try:
-                    reply = self.worker.call(ipc.Embed(texts))
-                    return reply.vectors  # type: ignore[no-any-return]
+                    return self.worker.call_for(ipc.Embed(texts), ipc.Vectors).vectors
                 except WorkerCrashed as e:
                     self.last_crash = e.reason
                     self._crashes.append(time.monotonic())

@@ -24,10 +24,13 @@ import socket
 import sys
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 from . import ipc
 from .base import Backend, ModelError, NotSupported
+
+if TYPE_CHECKING:
+    from .embed import Embedder
 
 OOM_SCORE_ADJ = 500  # the daemon keeps 0: under memory pressure the kernel kills a model first
 
@@ -63,7 +66,7 @@ def _watch_parent(parent: int) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def _open(start: ipc.Start) -> Any:
+def _open(start: ipc.Start) -> Backend | Embedder:
     if start.what == "embedder":
         from .embed import create_embedder
 
@@ -82,7 +85,7 @@ def _system_info() -> str:
     return ""
 
 
-def serve(chan: ipc.Channel) -> int:
+def serve(chan: ipc.Channel[ipc.Request, ipc.Reply]) -> int:
     start = chan.recv()
     if not isinstance(start, ipc.Start):
         chan.send(ipc.Failed("internal", f"expected Start, got {type(start).__name__}"))
@@ -124,7 +127,8 @@ def serve(chan: ipc.Channel) -> int:
         chan.send(reply)
 
 
-def _handle(model: Any, msg: Any, chan: ipc.Channel) -> Any:
+def _handle(model: Backend | Embedder, msg: ipc.Request,
+            chan: ipc.Channel[ipc.Request, ipc.Reply]) -> ipc.Reply:
     if isinstance(msg, ipc.Generate):
         if not isinstance(model, Backend):
             raise NotSupported("the embedder worker does not generate")
@@ -133,6 +137,8 @@ def _handle(model: Any, msg: Any, chan: ipc.Channel) -> Any:
     if isinstance(msg, ipc.Embed):
         return ipc.Vectors(model.embed(msg.texts))
     if isinstance(msg, ipc.CountTokens):
+        if not isinstance(model, Backend):
+            raise NotSupported("the embedder worker does not count tokens")
         return ipc.Count(model.count_tokens(msg.text))
     if isinstance(msg, ipc.SetThreads):
         model.set_threads(msg.n)
@@ -166,7 +172,7 @@ def main(argv: list[str]) -> int:
         return 2
     _watch_parent(os.getppid())
     sock = socket.socket(fileno=int(argv[1]))
-    chan = ipc.Channel(sock, ipc.Request)
+    chan: ipc.Channel[ipc.Request, ipc.Reply] = ipc.Channel(sock, ipc.Request)
     try:
         return serve(chan)
     except ipc.Closed:
