@@ -21,7 +21,8 @@ How:
   never offered and never run.
 - **Connectivity** is learnt from real calls (a connection error, timeout, 5xx or 429 marks
   the cloud offline) and, while escalations wait, from a cheap probe (``GET /models``) with
-  exponential back-off between ``retry_min_s`` and ``retry_max_s``: no busy polling.
+  exponential back-off between ``retry_min_s`` and ``retry_max_s``: no busy polling. The
+  client and that state are :class:`edged.cloudlink.CloudLink`'s.
 - **Offline**: with ``offline = "queue"`` the escalation is stored in the journal (it survives
   restarts; it expires after ``queue_ttl_s``), the device gets the local answer at once with a
   note, and the cloud's answer follows as a second reply (same id, ``followup: true``) when the
@@ -35,19 +36,19 @@ How:
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, TypeVarTuple
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
-from .config import AgentConfig, CloudConfig, ConfigError, ModelConfig
+from .cloudlink import CloudLink, Emit
+from .config import AgentConfig, CloudConfig
 from .journal import Escalation, Journal, OutRow
 from .memory.store import approx_tokens
 from .memory.working import WorkingMemory, private_withheld
@@ -57,15 +58,10 @@ from .redact import Redactor
 
 if TYPE_CHECKING:
     from .agents.base import Context
-    from .models.openai import OpenAIBackend
     from .tools.base import Tool
     from .tools.runner import ToolRunner
 
 log = logging.getLogger("edged.cloud")
-
-Emit = Callable[[str, dict[str, Any]], Awaitable[None]]
-T = TypeVar("T")
-Ts = TypeVarTuple("Ts")
 
 
 class CloudAgent(Protocol):
@@ -111,59 +107,27 @@ class Escalator:
         self._wake_outbox = wake_outbox
         self.clock = clock
         self.redactor = Redactor(fields=list(cfg.redact_fields), patterns=cfg.redact_patterns)
-        self.state = "unknown"  # unknown | online | offline
-        self.last_error = ""
         self.stats = {"sent": 0, "answered": 0, "queued": 0, "followups": 0, "expired": 0,
                       "failed": 0, "over_budget": 0, "waiting": 0}
-        self._backend: OpenAIBackend | None = None
-        self._thread = concurrent.futures.ThreadPoolExecutor(
-            max_workers=2, thread_name_prefix="edged-cloud")
+        self.link = CloudLink(cfg, emit=emit)  # the client, its threads, online or not
         self._wake = asyncio.Event()
-        self._online = asyncio.Event()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def _client(self) -> OpenAIBackend:
-        if self._backend is None:
-            from .models.openai import OpenAIBackend
+    @property
+    def state(self) -> str:
+        """unknown | online | offline"""
+        return self.link.state
 
-            mcfg = ModelConfig(backend="openai", base_url=self.cfg.base_url,
-                               model=self.cfg.model or None,
-                               api_key_file=self.cfg.api_key_file, timeout_s=self.cfg.timeout_s)
-            b = OpenAIBackend("cloud", mcfg, key_env="EDGED_CLOUD_API_KEY",
-                              key_file_key="cloud.api_key_file", max_attempts=2)
-            try:
-                b.load()  # its GET /models probe: an unreachable cloud fails here
-            except ConfigError as e:
-                raise ModelError(str(e)) from None
-            self._backend = b
-        return self._backend
-
-    async def _in_thread(self, fn: Callable[[*Ts], T], *args: *Ts) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+    @property
+    def last_error(self) -> str:
+        return self.link.last_error
 
     async def close(self) -> None:
-        if self._backend is not None:
-            await self._in_thread(self._backend.unload)
-        self._thread.shutdown(wait=False, cancel_futures=True)
+        await self.link.close()
 
     def describe(self) -> dict[str, Any]:
         return {"state": self.state, "last_error": self.last_error[:200], **self.stats}
-
-    async def _mark(self, state: str, error: str = "") -> None:
-        if state == "offline":
-            self.last_error = error
-        if state == self.state:
-            return
-        old, self.state = self.state, state
-        if state == "online":
-            self._online.set()
-            log.info("cloud %s: online", self.cfg.base_url)
-        else:
-            self._online.clear()
-            log.warning("cloud %s: offline (%s)", self.cfg.base_url, error)
-        if old != "unknown" or state == "offline":
-            await self._emit(f"cloud_{state}", {"error": error[:300]} if error else {})
 
     # -- budget --------------------------------------------------------------------------------
 
@@ -199,7 +163,7 @@ class Escalator:
         try:
             reply = await self._converse(agent, request, ctx, messages, specs, reason, counts)
         except Unreachable as e:
-            await self._mark("offline", str(e))
+            await self.link.mark("offline", str(e))
             return await self._offline(agent, request, messages, reason)
         except ModelError as e:
             self.stats["failed"] += 1
@@ -277,31 +241,16 @@ class Escalator:
 
     async def _generate(self, messages: list[dict[str, Any]],
                         specs: list[dict[str, Any]]) -> Generation:
-        def call() -> Generation:
-            backend = self._client()
-            return backend.generate(GenerationRequest(
-                messages=messages, max_tokens=self.cfg.max_tokens, temperature=0.0,
-                # "auto" explicitly: OpenAI's default with tools, but some servers
-                # (llama-cpp-python) only call tools when asked so
-                tools=specs or None, tool_choice="auto" if specs else None))
-        try:
-            gen = await self._in_thread(call)
-        except Unreachable:
-            self._backend_reset()
-            raise
+        gen = await self.link.generate(GenerationRequest(
+            messages=messages, max_tokens=self.cfg.max_tokens, temperature=0.0,
+            # "auto" explicitly: OpenAI's default with tools, but some servers
+            # (llama-cpp-python) only call tools when asked so
+            tools=specs or None, tool_choice="auto" if specs else None))
         await self.journal.cloud_spend(self._day(), 1,
                                        gen.prompt_tokens + gen.completion_tokens)
         self.stats["sent"] += 1
-        await self._mark("online")
+        await self.link.mark("online")
         return gen
-
-    def _backend_reset(self) -> None:
-        b, self._backend = self._backend, None
-        if b is not None:
-            try:
-                b.unload()
-            except Exception:  # noqa: BLE001 - best effort
-                pass
 
     async def _converse(self, agent: CloudAgent, request: Request, ctx: Context,
                         messages: list[dict[str, Any]], specs: list[dict[str, Any]],
@@ -392,16 +341,7 @@ class Escalator:
             pass
 
     async def _probe(self) -> bool:
-        try:
-            def probe() -> None:
-                self._client().probe()
-            await self._in_thread(probe)
-        except ModelError as e:
-            self._backend_reset()
-            await self._mark("offline", str(e))
-            return False
-        await self._mark("online")
-        return True
+        return await self.link.probe()
 
     async def _follow_up(self, esc: Escalation) -> bool:
         """One queued escalation: ask, then queue the follow-up reply and drop the row in
@@ -410,7 +350,7 @@ class Escalator:
         try:
             gen = await self._generate(body["messages"], [])
         except Unreachable as e:
-            await self._mark("offline", str(e))
+            await self.link.mark("offline", str(e))
             return False
         except ModelError as e:
             dropped = await self.journal.escalation_failed(esc.id, MAX_QUEUED_ATTEMPTS)

@@ -1,6 +1,7 @@
 """Memory: short-term turns, long-term memories (sqlite-vec), working memory, consolidation.
 
-- :mod:`.store`: the SQLite + sqlite-vec database (one thread drives it);
+- :mod:`.store`: the SQLite + sqlite-vec database (one thread drives it), with its turns in
+  :mod:`.turns`, its vectors in :mod:`.vectors` and its connection in :mod:`.db`;
 - :mod:`.recall`: :class:`Memory`, what agents use (record turns, recall, remember, forget);
 - :mod:`.working`: the token-budgeted context of a model call;
 - :mod:`.consolidate`: the scheduled job that turns turns into memories.

@@ -10,21 +10,20 @@ When it changes, the vector table is dropped and recreated for the new dimension
 embedder generation goes up, and every memory waits for re-embedding (``reembed_batch`` /
 ``set_vectors``): a search never compares vectors of two different models.
 
-The class is synchronous and not thread-safe: the daemon drives it from one thread (see
-:class:`edged.memory.Memory`); the CLI uses it directly.
+:class:`MemoryStore` opens the database and keeps the memories; the turns are its
+:class:`~edged.memory.turns.TurnLog` and the vectors its
+:class:`~edged.memory.vectors.VectorIndex`, all on the store's one connection
+(:mod:`edged.memory.db`). The store is synchronous and not thread-safe: the daemon drives it
+from one thread (see :class:`edged.memory.Memory`); the CLI uses it directly.
 """
 
 from __future__ import annotations
 
 import builtins
-import importlib.util
 import json
-import logging
-import os
-import struct
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -32,8 +31,13 @@ import sqlean as sqlite3
 
 from ..files import secure_dir, secure_sqlite
 
-WAL_LIMIT = 16 << 20  # bytes of WAL kept after a checkpoint
-log = logging.getLogger("edged.memory")
+# ("x as x": moved to .db, .turns and .vectors, still imported from here by callers)
+from .db import WAL_LIMIT as WAL_LIMIT
+from .db import MemoryStoreError, Tx, connect
+from .turns import Turn, TurnLog
+from .turns import approx_tokens as approx_tokens
+from .vectors import VectorIndex
+from .vectors import pack as pack
 
 KINDS = ("fact", "preference", "decision", "episode", "summary")
 
@@ -80,23 +84,6 @@ CREATE TABLE IF NOT EXISTS checkpoints(
 SCHEMA_VERSION = "1"
 
 
-class MemoryStoreError(Exception):
-    """A memory-store problem with a message for the operator."""
-
-
-@dataclass(slots=True)
-class Turn:
-    id: int
-    scope: str
-    session: str
-    role: str
-    text: str
-    tokens: int
-    request_id: str
-    ts: float
-    tools: list[dict[str, Any]] = field(default_factory=list)
-
-
 @dataclass(slots=True)
 class MemoryRow:
     id: int
@@ -125,55 +112,8 @@ class MemoryRow:
         return d
 
 
-def approx_tokens(text: str) -> int:
-    """A tokenizer-free estimate (~4 bytes a token for English, at least a token a word):
-    budgets stay model-independent and cost nothing to compute."""
-    return max(len(text.encode()) // 4, len(text.split())) + 1
-
-
-def pack(vector: Sequence[float]) -> bytes:
-    return struct.pack(f"{len(vector)}f", *vector)
-
-
-def _vec0_path() -> str:
-    """The sqlite-vec extension's file, found without importing the ``sqlite_vec`` package:
-    its ``__init__`` imports numpy when numpy is installed (+15 MB in the daemon for type
-    hints it never uses)."""
-    spec = importlib.util.find_spec("sqlite_vec")
-    if spec is None or not spec.submodule_search_locations:  # pragma: no cover - a base dep
-        raise MemoryStoreError("sqlite-vec is not installed: pip install sqlite-vec")
-    return os.path.join(list(spec.submodule_search_locations)[0], "vec0")
-
-
-def connect(path: str | Path) -> Any:
-    """A connection with sqlite-vec loaded (sqlean.py: extensions allowed)."""
-    vec0 = _vec0_path()
-    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-    try:
-        conn.enable_load_extension(True)
-        conn.load_extension(vec0)
-        conn.enable_load_extension(False)
-        conn.execute("PRAGMA journal_mode=WAL")  # the first read: "file is not a database"
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=5000")
-        conn.execute("PRAGMA foreign_keys=ON")
-        # a burst (20 MiB payloads, a long outage) must not leave a WAL that never shrinks:
-        # after each checkpoint SQLite truncates the file back to this size
-        conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
 _MEM_COLS = ("id, scope, kind, text, importance, created, updated, last_used, uses, sources, "
              "private")
-
-
-def _turn(r: Sequence[Any]) -> Turn:
-    """A turn from ``SELECT id, scope, session, role, text, tokens, request_id, ts, tools``."""
-    return Turn(id=r[0], scope=r[1], session=r[2], role=r[3], text=r[4], tokens=r[5],
-                request_id=r[6], ts=r[7], tools=json.loads(r[8]) if r[8] else [])
 
 
 class StoredDecision(Protocol):
@@ -210,9 +150,25 @@ class MemoryStore:
         self.path = Path(path)
         self.clock = clock
         self.conn: Any = None
-        self.embedder = ""  # identity of the embedder the vectors are from
-        self.dim = 0
-        self.gen = 0
+        self.turns = TurnLog(self)  # short-term: the turns of each session
+        self.vectors = VectorIndex(self)  # the memories' vectors and their embedder
+
+    # the embedder the vectors are from: the vector index's
+    @property
+    def embedder(self) -> str:
+        return self.vectors.embedder
+
+    @property
+    def dim(self) -> int:
+        return self.vectors.dim
+
+    @property
+    def gen(self) -> int:
+        return self.vectors.gen
+
+    @gen.setter
+    def gen(self, value: int) -> None:
+        self.vectors.gen = value
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -238,9 +194,7 @@ class MemoryStore:
                 self.conn.close()
                 self.conn = None
             raise MemoryStoreError(f"cannot open the memory database {self.path}: {e}") from e
-        self.embedder = meta.get("embedder", "")
-        self.dim = int(meta.get("dim", 0) or 0)
-        self.gen = int(meta.get("embedder_gen", 0) or 0)
+        self.vectors.load(meta)
 
     def close(self) -> None:
         if self.conn is not None:
@@ -251,110 +205,47 @@ class MemoryStore:
             self.conn.close()
             self.conn = None
 
-    def tx(self) -> _Tx:
-        return _Tx(self.conn)
+    def tx(self) -> Tx:
+        return Tx(self.conn)
 
     def use_embedder(self, identity: str, dim: int) -> int:
         """Record the embedder; on a change start a new vector table. Returns how many
         memories wait for (re-)embedding."""
-        if dim <= 0:
-            raise MemoryStoreError(f"embedder {identity!r} has no dimension")
-        if identity != self.embedder or dim != self.dim or not self._has_vec_table():
-            with self.tx():
-                if self.embedder and (identity != self.embedder or dim != self.dim):
-                    log.warning("memory: embedder changed from %s (%d dims) to %s (%d dims): "
-                                "re-embedding every memory in the background",
-                                self.embedder, self.dim, identity, dim)
-                self.gen += 1
-                self.conn.execute("DROP TABLE IF EXISTS vec_memories")
-                self.conn.execute(
-                    f"CREATE VIRTUAL TABLE vec_memories USING vec0("
-                    f"memory_id INTEGER PRIMARY KEY, scope TEXT PARTITION KEY, "
-                    f"embedding float[{int(dim)}] distance_metric=cosine, "
-                    f"kind TEXT, ts FLOAT)")
-                self.conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [
-                    ("embedder", identity), ("dim", str(dim)), ("embedder_gen", str(self.gen))])
-            self.embedder, self.dim = identity, dim
-        return self.pending_vectors()
+        return self.vectors.use_embedder(identity, dim)
 
-    def _has_vec_table(self) -> bool:
-        return self.conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE name = 'vec_memories'").fetchone() is not None
-
-    # -- short-term: turns -------------------------------------------------------------------
+    # -- short-term: turns (see TurnLog) -------------------------------------------------------
 
     def add_turns(self, scope: str, session: str, request_id: str, user: str, assistant: str,
                   tools: list[dict[str, Any]] | None = None) -> None:
-        """Record one exchange; recording the same request twice (a retry) changes nothing."""
-        now = self.clock()
-        rows = [(scope, session, "user", user, approx_tokens(user), request_id, None, now),
-                (scope, session, "assistant", assistant, approx_tokens(assistant), request_id,
-                 json.dumps(tools) if tools else None, now)]
-        with self.tx():
-            self.conn.executemany(
-                "INSERT OR IGNORE INTO turns(scope, session, role, text, tokens, request_id, "
-                "tools, ts) VALUES (?,?,?,?,?,?,?,?)", rows)
+        self.turns.add(scope, session, request_id, user, assistant, tools)
 
     def recent_turns(self, session: str, *, max_turns: int, max_tokens: int,
                      since: float | None = None) -> list[Turn]:
-        """The newest turns of a session, oldest first, within both bounds."""
-        cur = self.conn.execute(
-            "SELECT id, scope, session, role, text, tokens, request_id, ts, tools FROM turns "
-            "WHERE session = ? AND ts >= ? ORDER BY id DESC LIMIT ?",
-            (session, since if since is not None else float("-inf"), max_turns))
-        out: list[Turn] = []
-        used = 0
-        for r in cur:
-            if used + r[5] > max_tokens and out:
-                break
-            used += r[5]
-            out.append(_turn(r))
-        out.reverse()
-        return out
+        return self.turns.recent(session, max_turns=max_turns, max_tokens=max_tokens,
+                                 since=since)
 
     def turns_after(self, session: str, turn_id: int, limit: int) -> list[Turn]:
-        cur = self.conn.execute(
-            "SELECT id, scope, session, role, text, tokens, request_id, ts, tools FROM turns "
-            "WHERE session = ? AND id > ? ORDER BY id LIMIT ?", (session, turn_id, limit))
-        return [_turn(r) for r in cur]
+        return self.turns.after(session, turn_id, limit)
 
     def sessions_with_new_turns(self) -> list[tuple[str, str, int]]:
-        """(session, scope, checkpoint) for every session with turns past its checkpoint."""
-        return [(r[0], r[1], r[2]) for r in self.conn.execute(
-            "SELECT t.session, MIN(t.scope), COALESCE(c.turn_id, 0) FROM turns t "
-            "LEFT JOIN checkpoints c ON c.session = t.session "
-            "WHERE t.id > COALESCE(c.turn_id, 0) GROUP BY t.session ORDER BY t.session")]
+        return self.turns.sessions_with_new()
 
     def checkpoint(self, session: str) -> int:
-        r = self.conn.execute("SELECT turn_id FROM checkpoints WHERE session = ?",
-                              (session,)).fetchone()
-        return r[0] if r else 0
+        return self.turns.checkpoint(session)
 
     def set_checkpoint(self, session: str, scope: str, turn_id: int) -> None:
-        self.conn.execute(
-            "INSERT INTO checkpoints VALUES (?,?,?,?) ON CONFLICT(session) DO UPDATE "
-            "SET turn_id = MAX(turn_id, excluded.turn_id), ts = excluded.ts",
-            (session, scope, turn_id, self.clock()))
+        self.turns.set_checkpoint(session, scope, turn_id)
 
     def old_turns(self, session: str, *, before_id: int, keep_last: int, older_than: float
                   ) -> list[Turn]:
-        """Consolidated turns that are old enough to be folded into an episode, except the
-        newest ``keep_last`` of the session (the short-term window)."""
-        cur = self.conn.execute(
-            "SELECT id, scope, session, role, text, tokens, request_id, ts, tools FROM turns "
-            "WHERE session = ? AND id <= ? AND ts < ? AND id NOT IN "
-            "(SELECT id FROM turns WHERE session = ? ORDER BY id DESC LIMIT ?) ORDER BY id",
-            (session, before_id, older_than, session, keep_last))
-        return [_turn(r) for r in cur]
+        return self.turns.old(session, before_id=before_id, keep_last=keep_last,
+                              older_than=older_than)
 
     def delete_turns(self, ids: Iterable[int]) -> int:
-        ids = list(ids)
-        n = 0
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
-            n += self.conn.execute(
-                f"DELETE FROM turns WHERE id IN ({','.join('?' * len(chunk))})", chunk).rowcount
-        return n
+        return self.turns.delete(ids)
+
+    def prune_turns(self, older_than: float) -> int:
+        return self.turns.prune(older_than)
 
     # -- long-term: memories -----------------------------------------------------------------
 
@@ -373,7 +264,7 @@ class MemoryStore:
                  self.gen if vector is not None else 0, int(private)))
             mid = int(cur.lastrowid)
             if vector is not None:
-                self._put_vector(mid, scope, kind, now, vector)
+                self.vectors.put(mid, scope, kind, now, vector)
         return mid
 
     def update(self, memory_id: int, *, text: str | None = None,
@@ -395,10 +286,7 @@ class MemoryStore:
                  json.dumps(merged), int(row.private if private is None else private),
                  memory_id))
             if vector is not None:
-                self.conn.execute("DELETE FROM vec_memories WHERE memory_id = ?", (memory_id,))
-                self._put_vector(memory_id, row.scope, kind or row.kind, now, vector)
-                self.conn.execute("UPDATE memories SET vec_gen = ? WHERE id = ?",
-                                  (self.gen, memory_id))
+                self.vectors.replace(memory_id, row.scope, kind or row.kind, now, vector)
         return True
 
     def delete(self, ids: Iterable[int]) -> int:
@@ -406,7 +294,7 @@ class MemoryStore:
         n = 0
         with self.tx():
             for mid in ids:
-                self.conn.execute("DELETE FROM vec_memories WHERE memory_id = ?", (mid,))
+                self.vectors.remove(mid)
                 n += self.conn.execute("DELETE FROM memories WHERE id = ?", (mid,)).rowcount
         return n
 
@@ -431,24 +319,9 @@ class MemoryStore:
                kinds: Sequence[str] | None = None, since: float | None = None,
                until: float | None = None) -> builtins.list[MemoryRow]:
         """Nearest memories of one scope (cosine similarity in ``similarity``)."""
-        if not self.dim:
+        dist = self.vectors.knn(vector, scope, k=k, kinds=kinds, since=since, until=until)
+        if not dist:
             return []
-        sql = ["SELECT memory_id, distance FROM vec_memories WHERE embedding MATCH ? "
-               "AND k = ? AND scope = ?"]
-        args: list[Any] = [pack(vector), int(k), scope]
-        if kinds:
-            sql.append(f"AND kind IN ({','.join('?' * len(kinds))})")
-            args.extend(kinds)
-        if since is not None:
-            sql.append("AND ts >= ?")
-            args.append(float(since))
-        if until is not None:
-            sql.append("AND ts <= ?")
-            args.append(float(until))
-        hits = self.conn.execute(" ".join(sql), args).fetchall()
-        if not hits:
-            return []
-        dist = {int(m): float(d) for m, d in hits}
         rows = self.conn.execute(
             f"SELECT {_MEM_COLS} FROM memories WHERE id IN ({','.join('?' * len(dist))})",
             list(dist)).fetchall()
@@ -476,20 +349,12 @@ class MemoryStore:
             "AND importance < ?", (older_than, below_importance))]
         return self.delete(ids) if ids else 0
 
-    def prune_turns(self, older_than: float) -> int:
-        with self.tx():
-            return int(self.conn.execute("DELETE FROM turns WHERE ts < ?",
-                                         (older_than,)).rowcount)
-
     def forget(self, scope: str) -> dict[str, int]:
         """Everything of one scope: memories, their vectors, turns and checkpoints."""
         with self.tx():
-            n_vec = self.conn.execute("DELETE FROM vec_memories WHERE memory_id IN "
-                                      "(SELECT id FROM memories WHERE scope = ?)",
-                                      (scope,)).rowcount if self._has_vec_table() else 0
+            n_vec = self.vectors.forget(scope)
             n_mem = self.conn.execute("DELETE FROM memories WHERE scope = ?", (scope,)).rowcount
-            n_turn = self.conn.execute("DELETE FROM turns WHERE scope = ?", (scope,)).rowcount
-            self.conn.execute("DELETE FROM checkpoints WHERE scope = ?", (scope,))
+            n_turn = self.turns.forget(scope)
         return {"memories": n_mem, "vectors": max(n_vec, 0), "turns": n_turn}
 
     def apply(self, *, session: str | None, scope: str, turn_id: int,
@@ -521,43 +386,18 @@ class MemoryStore:
                 self.set_checkpoint(session, scope, turn_id)
         return True
 
-    # -- vectors -------------------------------------------------------------------------------
-
-    def _put_vector(self, memory_id: int, scope: str, kind: str, ts: float,
-                    vector: Sequence[float]) -> None:
-        if len(vector) != self.dim:
-            raise MemoryStoreError(f"vector of {len(vector)} dims for a {self.dim}-dim store "
-                               f"(embedder {self.embedder})")
-        self.conn.execute(
-            "INSERT INTO vec_memories(memory_id, scope, embedding, kind, ts) VALUES (?,?,?,?,?)",
-            (memory_id, scope, pack(vector), kind, float(ts)))
+    # -- vectors (see VectorIndex) -------------------------------------------------------------
 
     def pending_vectors(self) -> int:
-        return int(self.conn.execute("SELECT COUNT(*) FROM memories WHERE vec_gen < ?",
-                                     (self.gen,)).fetchone()[0])
+        return self.vectors.pending()
 
     def reembed_batch(self, limit: int = 64) -> builtins.list[tuple[int, str]]:
         """Memories whose vector is missing or from an older embedder: (id, text)."""
-        return [(r[0], r[1]) for r in self.conn.execute(
-            "SELECT id, text FROM memories WHERE vec_gen < ? ORDER BY scope, id LIMIT ?",
-            (self.gen, limit))]
+        return self.vectors.reembed_batch(limit)
 
     def set_vectors(self, items: Sequence[tuple[int, Sequence[float]]], gen: int) -> int:
         """Store re-embedded vectors; ignored when the embedder changed again meanwhile."""
-        if gen != self.gen:
-            return 0
-        n = 0
-        with self.tx():
-            for mid, vec in items:
-                row = self.conn.execute("SELECT scope, kind, updated FROM memories WHERE id = ?",
-                                        (mid,)).fetchone()
-                if row is None:
-                    continue  # forgotten meanwhile
-                self.conn.execute("DELETE FROM vec_memories WHERE memory_id = ?", (mid,))
-                self._put_vector(mid, row[0], row[1], row[2], vec)
-                self.conn.execute("UPDATE memories SET vec_gen = ? WHERE id = ?", (gen, mid))
-                n += 1
-        return n
+        return self.vectors.set_vectors(items, gen)
 
     # -- numbers -------------------------------------------------------------------------------
 
@@ -573,32 +413,6 @@ class MemoryStore:
             "db_bytes": sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*")
                             if p.is_file()),
         }
-
-
-class _Tx:
-    """BEGIN IMMEDIATE ... COMMIT, nestable (inner levels are savepoints)."""
-
-    def __init__(self, conn: Any) -> None:
-        self.conn = conn
-        self.name = ""
-
-    def __enter__(self) -> _Tx:
-        if self.conn.in_transaction:
-            self.name = f"sp{id(self)}"
-            self.conn.execute(f"SAVEPOINT {self.name}")
-        else:
-            self.conn.execute("BEGIN IMMEDIATE")
-        return self
-
-    def __exit__(self, exc_type: Any, *_: Any) -> None:
-        if self.name:
-            if exc_type is not None:
-                self.conn.execute(f"ROLLBACK TO {self.name}")
-            self.conn.execute(f"RELEASE {self.name}")
-        elif exc_type is not None:
-            self.conn.execute("ROLLBACK")
-        else:
-            self.conn.execute("COMMIT")
 
 
 def _filters(scope: str | None, kind: str | None) -> tuple[str, list[Any]]:

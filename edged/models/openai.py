@@ -44,24 +44,19 @@ Behaviour:
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
 import math
-import random
 import re
 import time
-from collections.abc import Generator, Iterator
 from typing import Any
 
-import httpx
-
-from ..config import ConfigError, ModelConfig, Secret, read_secret
-from .base import Backend, Generation, GenerationRequest, ModelError, TokenCallback, Unreachable
+from ..config import ConfigError, ModelConfig, read_secret
+from .base import Backend, Generation, GenerationRequest, ModelError, TokenCallback
+from .openai_http import OpenAIHTTP, StatusError, clip, finish_reason, redact_url
 
 log = logging.getLogger(__name__)
 
-_RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})  # and any other 5xx
 _CHARS_PER_TOKEN = 4
 
 
@@ -75,51 +70,10 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(len(text) / _CHARS_PER_TOKEN) if text else 0
 
 
-class _Bearer(httpx.Auth):
-    """Adds the key per request, so that it is neither in the client's headers nor a repr."""
-
-    def __init__(self, key: Secret) -> None:
-        self._key = key
-
-    def auth_flow(self, request: httpx.Request
-                  ) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["Authorization"] = f"Bearer {self._key.get()}"
-        yield request
-
-    def __repr__(self) -> str:
-        return "_Bearer('***')"
-
-
-class _HTTPError(Exception):
-    """A non-2xx answer (internal: turned into ModelError or a fallback)."""
-
-    def __init__(self, status: int, message: str, retry_after: float | None) -> None:
-        super().__init__(f"HTTP {status}: {message}")
-        self.status = status
-        self.message = message
-        self.retry_after = retry_after
-
-    @property
-    def retryable(self) -> bool:
-        return (self.status in _RETRY_STATUS or self.status >= 500) and not self.validation
-
-    @property
-    def validation(self) -> bool:
-        # llama-cpp-python's server answers 500 to a request body it cannot validate (its
-        # error handler wraps FastAPI's RequestValidationError); it is a client error.
-        return self.status == 500 and bool(re.match(r"\d+ validation errors?\b", self.message))
-
-    @property
-    def rejected_request(self) -> bool:
-        return (400 <= self.status < 500
-                and self.status not in (401, 403, 404, 408, 429)) or self.validation
-
-
-class _StreamBroken(Exception):
-    """A stream failed after tokens went out: never retried."""
-
-
 class OpenAIBackend(Backend):
+    """Builds the requests and reads the answers; HTTP, retries and error phrasing are
+    :class:`~edged.models.openai_http.OpenAIHTTP`'s (``self.http``)."""
+
     kind = "openai"
 
     def __init__(self, alias: str, cfg: ModelConfig, path: str = "", *, max_attempts: int = 3,
@@ -129,12 +83,6 @@ class OpenAIBackend(Backend):
         super().__init__(alias, cfg, path)
         if max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
-        self.max_attempts = max_attempts
-        self.backoff_s = backoff_s
-        self.max_backoff_s = max_backoff_s
-        self.max_retry_after_s = max_retry_after_s
-        self._client: httpx.Client | None = None
-        self._key: Secret | None = None
         self._key_env = key_env or api_key_env(alias)
         self._key_file_key = key_file_key or f"models.{alias}.api_key_file"
         self._tool_calls: list[dict[str, Any]] = []
@@ -144,6 +92,27 @@ class OpenAIBackend(Backend):
         self._tokenize: str | None = None  # "extras" | "native" | "none"
         self._stream_usage = True  # send stream_options.include_usage
         self.base_url = (cfg.base_url or "").rstrip("/")
+        self.http = OpenAIHTTP(alias, self.base_url, cfg.timeout_s, key_env=self._key_env,
+                               key_file_key=self._key_file_key, max_attempts=max_attempts,
+                               backoff_s=backoff_s, max_backoff_s=max_backoff_s,
+                               max_retry_after_s=max_retry_after_s)
+
+    # the retry policy lives with the transport
+    @property
+    def max_attempts(self) -> int:
+        return self.http.max_attempts
+
+    @property
+    def backoff_s(self) -> float:
+        return self.http.backoff_s
+
+    @property
+    def max_backoff_s(self) -> float:
+        return self.http.max_backoff_s
+
+    @property
+    def max_retry_after_s(self) -> float:
+        return self.http.max_retry_after_s
 
     # ---------------------------------------------------------------------------------------
     # Lifecycle
@@ -153,25 +122,18 @@ class OpenAIBackend(Backend):
             raise ModelError(f"model {self.alias!r}: base_url is required for backend 'openai'")
         if not re.match(r"^https?://", self.base_url):
             raise ModelError(f"model {self.alias!r}: base_url must start with http:// or "
-                             f"https://, got {_redact_url(self.base_url)!r}")
+                             f"https://, got {redact_url(self.base_url)!r}")
         try:
-            self._key = read_secret(self._key_file_key, self.cfg.api_key_file, self._key_env)
+            key = read_secret(self._key_file_key, self.cfg.api_key_file, self._key_env)
         except ConfigError as e:
             raise ModelError(f"model {self.alias!r}: {e}") from None
-        timeout = float(self.cfg.timeout_s)
-        self._client = httpx.Client(
-            base_url=self.base_url + "/",
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-            auth=_Bearer(self._key) if self._key else None,
-            headers={"User-Agent": "edged", "Accept": "application/json"},
-            follow_redirects=False,
-        )
+        self.http.open(key)
         try:
-            data = self._request("GET", "models", None, probe=True)
-        except _HTTPError as e:
+            data = self.http.request("GET", "models", None, probe=True)
+        except StatusError as e:
             if e.status in (401, 403) or (e.status >= 500 and not e.validation):
                 self._close()
-                raise self._model_error("models", e, 1) from None
+                raise self.http.model_error("models", e, 1) from None
             data = None  # no /models here: fine, the first request will tell
         except ModelError:
             self._close()
@@ -180,7 +142,7 @@ class OpenAIBackend(Backend):
             ids = [m.get("id") for m in data.get("data") or () if isinstance(m, dict)]
             self._model = next((i for i in ids if isinstance(i, str) and i), None)
         self.loaded = True
-        log.debug("model %r: %s ready (model %s)", self.alias, _redact_url(self.base_url),
+        log.debug("model %r: %s ready (model %s)", self.alias, redact_url(self.base_url),
                   self._model or "<server default>")
 
     def unload(self) -> None:
@@ -188,9 +150,7 @@ class OpenAIBackend(Backend):
         self.loaded = False
 
     def _close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-        self._client = None
+        self.http.close()
         self._tokenize = None
         self.schema_style = "json_schema"
         self._stream_usage = True
@@ -201,7 +161,7 @@ class OpenAIBackend(Backend):
 
     def describe(self) -> dict[str, Any]:
         return {"alias": self.alias, "backend": self.kind,
-                "base_url": _redact_url(self.base_url), "model": self._model or "",
+                "base_url": redact_url(self.base_url), "model": self._model or "",
                 "size_bytes": 0, "loaded": self.loaded}
 
     # ---------------------------------------------------------------------------------------
@@ -209,7 +169,7 @@ class OpenAIBackend(Backend):
 
     def generate(self, req: GenerationRequest, on_token: TokenCallback | None = None
                  ) -> Generation:
-        self._require_loaded()
+        self.http.require()
         chat = req.messages is not None
         body: dict[str, Any] = {"max_tokens": req.max_tokens, "temperature": req.temperature,
                                 "top_p": req.top_p}
@@ -251,8 +211,8 @@ class OpenAIBackend(Backend):
                 json.loads(text)
             except ValueError:
                 raise ModelError(
-                    f"model {self.alias!r}: the server at {_redact_url(self.base_url)} did not "
-                    f"apply the JSON schema (answer is not JSON: {_clip(text, 80)!r})"
+                    f"model {self.alias!r}: the server at {redact_url(self.base_url)} did not "
+                    f"apply the JSON schema (answer is not JSON: {clip(text, 80)!r})"
                     + ("" if chat else "; many servers constrain only chat requests, "
                                        "use messages instead of prompt")) from None
 
@@ -272,15 +232,7 @@ class OpenAIBackend(Backend):
     def probe(self, timeout_s: float = 5.0) -> None:
         """One cheap request (``GET /models``, one attempt, a short timeout): returns when
         the server answers at all, raises :class:`Unreachable` when it cannot be reached."""
-        client = self._require_loaded()
-        try:
-            r = client.get("models", timeout=timeout_s)
-        except httpx.RequestError as e:
-            raise Unreachable(f"model {self.alias!r}: {self._where('models')}: "
-                              f"{_transport_reason(e, timeout_s)}") from None
-        if r.status_code >= 500:
-            raise Unreachable(f"model {self.alias!r}: {self._where('models')} answered HTTP "
-                              f"{r.status_code}", status=r.status_code)
+        self.http.probe(timeout_s)
 
     def _complete_with_schema(self, path: str, body: dict[str, Any], chat: bool,
                               on_token: TokenCallback | None, schema: dict[str, Any]
@@ -291,10 +243,10 @@ class OpenAIBackend(Backend):
                 "name": name or "answer", "schema": schema, "strict": True}}
             try:
                 return self._complete(path, body, chat, on_token, fallback_ok=True)
-            except _HTTPError as e:
+            except StatusError as e:
                 log.info("model %r: the server rejected response_format json_schema (HTTP %d: "
                          "%s); trying json_object with a schema", self.alias, e.status,
-                         self._scrub(_clip(e.message, 200)))
+                         self.http.scrub(clip(e.message, 200)))
             body["response_format"] = {"type": "json_object", "schema": schema}
             result = self._complete(path, body, chat, on_token)
             self.schema_style = "json_object"  # it worked: use it from now on
@@ -306,14 +258,14 @@ class OpenAIBackend(Backend):
                   on_token: TokenCallback | None, *, fallback_ok: bool = False
                   ) -> tuple[str, str, dict[str, Any], int]:
         """(text, finish reason, usage, stream chunks). With ``fallback_ok`` a request that the
-        server rejected (4xx) raises _HTTPError so that the caller can try another form."""
+        server rejected (4xx) raises StatusError so that the caller can try another form."""
         while True:
             if on_token is not None and not self._stream_usage:
                 body.pop("stream_options", None)
             try:
                 if on_token is not None:
-                    return self._stream(path, body, chat, on_token)
-                data = self._request("POST", path, body)
+                    return self.http.stream(path, body, chat, on_token)
+                data = self.http.request("POST", path, body)
                 choice = self._first_choice(path, data)
                 if chat:
                     message = choice.get("message") or {}
@@ -321,21 +273,22 @@ class OpenAIBackend(Backend):
                     self._tool_calls = _tool_calls(message.get("tool_calls"))
                 else:
                     text = choice.get("text") or ""
-                return text, _finish(choice.get("finish_reason")), data.get("usage") or {}, 0
-            except _HTTPError as e:
+                finish = finish_reason(choice.get("finish_reason"))
+                return text, finish, data.get("usage") or {}, 0
+            except StatusError as e:
                 if (e.rejected_request and "stream_options" in e.message
                         and "stream_options" in body):
                     self._stream_usage = False  # a strict server without stream_options
                     continue
                 if fallback_ok and e.rejected_request:
                     raise
-                raise self._model_error(path, e, 1) from None
+                raise self.http.model_error(path, e, 1) from None
 
     def _first_choice(self, path: str, data: Any) -> dict[str, Any]:
         choices = data.get("choices") if isinstance(data, dict) else None
         if not choices or not isinstance(choices[0], dict):
-            raise ModelError(f"model {self.alias!r}: {self._where(path)} answered without "
-                             f"choices: {self._scrub(_clip(json.dumps(data), 200))}")
+            raise ModelError(f"model {self.alias!r}: {self.http.where(path)} answered without "
+                             f"choices: {self.http.scrub(clip(json.dumps(data), 200))}")
         return choices[0]
 
     # ---------------------------------------------------------------------------------------
@@ -344,7 +297,7 @@ class OpenAIBackend(Backend):
     def count_tokens(self, text: str) -> int:
         """Exact count from the server's tokenizer endpoint when it has one (tried once), else
         an estimate of 4 characters a token."""
-        self._require_loaded()
+        self.http.require()
         if not text:
             return 0
         root = re.sub(r"/v\d+$", "", self.base_url)
@@ -357,9 +310,9 @@ class OpenAIBackend(Backend):
             else:  # llama-server reads "content", vLLM "prompt" (and "model")
                 url, body = root + "/tokenize", {"content": text, "prompt": text}
             try:
-                data = self._request("POST", url, {**body, **self._model_field()}, attempts=1,
-                                     probe=True)
-            except _HTTPError as e:
+                data = self.http.request("POST", url, {**body, **self._model_field()},
+                                         attempts=1, probe=True)
+            except StatusError as e:
                 if e.retryable:
                     return estimate_tokens(text)  # busy now: ask again next time
                 continue  # no such endpoint
@@ -377,10 +330,11 @@ class OpenAIBackend(Backend):
         return estimate_tokens(text)
 
     def embed(self, texts: list[str]) -> list[list[float]]:
-        self._require_loaded()
+        self.http.require()
         if not texts:
             return []
-        data = self._call("POST", "embeddings", {"input": list(texts), **self._model_field()})
+        data = self.http.call("POST", "embeddings",
+                              {"input": list(texts), **self._model_field()})
         items = data.get("data") if isinstance(data, dict) else None
         if not isinstance(items, list) or len(items) != len(texts):
             raise ModelError(f"model {self.alias!r}: unexpected /embeddings answer "
@@ -389,244 +343,12 @@ class OpenAIBackend(Backend):
         items = sorted(items, key=lambda d: d.get("index", 0))
         return [list(map(float, d["embedding"])) for d in items]
 
-    # ---------------------------------------------------------------------------------------
-    # HTTP with retries
-
     def _model_field(self) -> dict[str, str]:
         return {"model": self._model} if self._model else {}
-
-    def _require_loaded(self) -> httpx.Client:
-        if self._client is None:
-            raise ModelError(f"model {self.alias!r} is not loaded")
-        return self._client
-
-    def _call(self, method: str, path: str, body: dict[str, Any] | None) -> Any:
-        """A JSON request with retries; every failure is a ModelError."""
-        try:
-            return self._request(method, path, body)
-        except _HTTPError as e:
-            raise self._model_error(path, e, 1) from None
-
-    def _request(self, method: str, path: str, body: dict[str, Any] | None, *,
-                 attempts: int | None = None, probe: bool = False) -> Any:
-        """A JSON request with retries. Raises ModelError for transport failures and
-        exhausted retries, _HTTPError for an error answer that is not worth retrying."""
-        client = self._require_loaded()
-
-        def once() -> Any:
-            r = client.request(method, path, json=body)
-            if r.status_code >= 400:
-                raise _error_from(r, r.content)
-            try:
-                return r.json()
-            except ValueError:
-                if probe:
-                    return None
-                raise ModelError(f"model {self.alias!r}: {self._where(path)} answered HTTP "
-                                 f"{r.status_code} with something that is not JSON: "
-                                 f"{self._scrub(_clip(r.text, 200))!r}") from None
-
-        return self._retrying(once, path, attempts or self.max_attempts)
-
-    def _stream(self, path: str, body: dict[str, Any], chat: bool, on_token: TokenCallback
-                ) -> tuple[str, str, dict[str, Any], int]:
-        """A streamed completion over server-sent events, with the error contract of
-        :meth:`_request`; retried only while no piece has gone out."""
-        client = self._require_loaded()
-        pieces: list[str] = []
-        finish = "stop"
-        usage: dict[str, Any] = {}
-
-        def once() -> None:
-            nonlocal finish, usage
-            with client.stream("POST", path, json=body,
-                               headers={"Accept": "text/event-stream"}) as r:
-                if r.status_code >= 400:
-                    raise _error_from(r, r.read())
-                try:
-                    if "text/event-stream" not in r.headers.get("content-type", ""):
-                        # a server that ignored stream=true and answered in one piece
-                        events: Iterator[Any] = iter([json.loads(r.read() or b"null")])
-                    else:
-                        events = _sse_events(r.iter_lines())
-                    for event in events:
-                        if not isinstance(event, dict):
-                            continue
-                        if event.get("error"):
-                            raise _StreamBroken(_error_text(event))
-                        if isinstance(event.get("usage"), dict):
-                            usage = event["usage"]
-                        choices = event.get("choices") or []
-                        if not choices or not isinstance(choices[0], dict):
-                            continue
-                        choice = choices[0]
-                        if chat:
-                            delta = choice.get("delta") or choice.get("message") or {}
-                            piece = delta.get("content")
-                        else:
-                            piece = choice.get("text")
-                        if piece:
-                            pieces.append(piece)
-                            on_token(piece)
-                        if choice.get("finish_reason"):
-                            finish = _finish(choice["finish_reason"])
-                except ValueError as e:
-                    raise _StreamBroken(f"invalid JSON in the stream: {e}") from None
-                except httpx.RequestError as e:
-                    if pieces:  # tokens are out: a retry would repeat them
-                        raise _StreamBroken(f"{type(e).__name__}: {e}") from None
-                    raise
-
-        try:
-            self._retrying(once, path, self.max_attempts)
-        except _StreamBroken as e:
-            raise ModelError(f"model {self.alias!r}: the stream from {self._where(path)} broke "
-                             f"after {len(pieces)} pieces: {self._scrub(str(e))}") from None
-        return "".join(pieces), finish, usage, len(pieces)
-
-    def _retrying(self, fn: Any, path: str, attempts: int) -> Any:
-        """Run ``fn`` with retries; raises ModelError for transport failures and the last
-        _HTTPError for HTTP failures (the caller phrases it)."""
-        for attempt in range(1, attempts + 1):
-            try:
-                return fn()
-            except _HTTPError as e:
-                if not e.retryable or attempt == attempts:
-                    if attempt > 1 and e.retryable:
-                        raise self._model_error(path, e, attempt) from None
-                    raise
-                delay = self._delay(attempt, e.retry_after)
-                if delay is None:
-                    raise self._model_error(path, e, attempt) from None
-                log.warning("model %r: %s answered HTTP %d (attempt %d/%d), retrying in %.1fs",
-                            self.alias, self._where(path), e.status, attempt, attempts, delay)
-            except httpx.RequestError as e:
-                reason = _transport_reason(e, self.cfg.timeout_s)
-                if attempt == attempts:
-                    raise Unreachable(
-                        f"model {self.alias!r}: {self._where(path)}: {reason}"
-                        f"{f' (after {attempts} attempts)' if attempts > 1 else ''}") from None
-                delay = self._delay(attempt, None) or 0.0
-                log.warning("model %r: %s: %s (attempt %d/%d), retrying in %.1fs", self.alias,
-                            self._where(path), reason, attempt, attempts, delay)
-            time.sleep(delay)
-        raise AssertionError("unreachable")
-
-    def _delay(self, attempt: int, retry_after: float | None) -> float | None:
-        """Seconds before the next attempt; None when the server asks for a longer wait than
-        ``max_retry_after_s`` (better to fail now than to hold the worker)."""
-        if retry_after is not None:
-            if retry_after > self.max_retry_after_s:
-                return None
-            return max(0.0, retry_after)
-        cap = min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1))
-        return random.uniform(cap / 2, cap)  # noqa: S311 - jitter, not crypto
-
-    def _model_error(self, path: str, e: _HTTPError, attempts: int) -> ModelError:
-        hint = ""
-        if e.status in (401, 403) and self._key is None:
-            hint = (f" (no API key configured: set {self._key_env} or "
-                    f"{self._key_file_key})")
-        elif e.status == 401:
-            hint = (f" (check the API key from {self._key_env} or {self._key_file_key})")
-        elif e.status == 429 and e.retry_after is not None:
-            hint = f" (rate limited; the server asks to retry after {e.retry_after:g}s)"
-        tries = f" after {attempts} attempts" if attempts > 1 else ""
-        cls = Unreachable if e.status >= 500 or e.status == 429 else ModelError
-        err = cls(f"model {self.alias!r}: {self._where(path)} answered HTTP {e.status}"
-                  f"{tries}: {self._scrub(_clip(e.message, 500))}{hint}")
-        if isinstance(err, Unreachable):
-            err.status = e.status
-        return err
-
-    def _where(self, path: str) -> str:
-        if path.startswith(("http://", "https://")):
-            return _redact_url(path)
-        return f"{_redact_url(self.base_url)}/{path}"
-
-    def _scrub(self, text: str) -> str:
-        """Remove the API key from text that came from the server (some echo it back)."""
-        if self._key:
-            key = self._key.get()
-            if key:
-                text = text.replace(key, "***")
-        return text
 
 
 # -------------------------------------------------------------------------------------------
 # Helpers
-
-
-def _sse_events(lines: Iterator[str]) -> Iterator[Any]:
-    """Decoded JSON ``data`` of each server-sent event until ``[DONE]``."""
-    data: list[str] = []
-    for line in lines:
-        if line == "":
-            if data:
-                payload = "\n".join(data)
-                data = []
-                if payload.strip() == "[DONE]":
-                    return
-                yield json.loads(payload)
-            continue
-        if line.startswith(":"):
-            continue  # comment / keep-alive ping
-        field, _, value = line.partition(":")
-        if value.startswith(" "):
-            value = value[1:]
-        if field == "data":
-            data.append(value)
-    if data:
-        payload = "\n".join(data)
-        if payload.strip() != "[DONE]":
-            yield json.loads(payload)
-
-
-def _error_from(r: httpx.Response, content: bytes) -> _HTTPError:
-    try:
-        message = _error_text(json.loads(content))
-    except ValueError:
-        message = content.decode("utf-8", "replace").strip() or r.reason_phrase
-    return _HTTPError(r.status_code, message or r.reason_phrase,
-                      _retry_after(r.headers.get("retry-after")))
-
-
-def _error_text(data: Any) -> str:
-    """The human message of an error body, in the shapes servers use."""
-    if isinstance(data, dict):
-        err = data.get("error", data.get("detail", data.get("message")))
-        if isinstance(err, dict):
-            return str(err.get("message") or err.get("msg") or json.dumps(err))
-        if isinstance(err, list):  # FastAPI validation detail
-            return "; ".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d)
-                             for d in err)
-        if err is not None:
-            return str(err)
-    return json.dumps(data)[:500]
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _transport_reason(e: httpx.RequestError, timeout_s: float) -> str:
-    if isinstance(e, httpx.ConnectTimeout):
-        return f"connection timed out after {min(timeout_s, 10.0):g}s"
-    if isinstance(e, httpx.TimeoutException):
-        return f"timed out after {timeout_s:g}s without an answer"
-    if isinstance(e, httpx.ConnectError):
-        return f"cannot connect (server unreachable: {e})"
-    return f"connection failed ({type(e).__name__}: {e})"
 
 
 def _tool_calls(raw: Any) -> list[dict[str, Any]]:
@@ -642,10 +364,6 @@ def _tool_calls(raw: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _finish(reason: Any) -> str:
-    return "length" if reason == "length" else "stop"
-
-
 def _int(v: Any) -> int | None:
     return int(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
 
@@ -654,12 +372,3 @@ def _estimate_prompt(req: GenerationRequest) -> int:
     if req.messages is not None:
         return sum(estimate_tokens(str(m.get("content") or "")) + 4 for m in req.messages)
     return estimate_tokens(req.prompt or "")
-
-
-def _clip(text: str, n: int) -> str:
-    return text if len(text) <= n else text[: n - 3] + "..."
-
-
-def _redact_url(url: str) -> str:
-    """A URL without user:password@ (never put credentials in logs)."""
-    return re.sub(r"^(https?://)[^/@]*@", r"\1***@", url)

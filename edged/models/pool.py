@@ -8,12 +8,13 @@ estimate against the budget and evicts idle models (least recently used first) o
 with a clear error rather than risking the OOM killer. A model that is generating is never
 evicted.
 
-Supervision: a call past the model's ``timeout_s`` stops its worker (the call fails, the next
-one starts a new worker); a worker that dies (SIGSEGV, abort, the OOM killer) fails the call
-in flight with :class:`~edged.models.process.WorkerCrashed`, and the next call restarts it
-after a back-off that doubles per crash; ``resources.crash_limit`` crashes within
-``crash_window_s`` mark the model failed (status degraded, a ``model_failed`` event) until
-the window has passed or an operator loads it again.
+Supervision (:mod:`edged.models.supervise`): a call past the model's ``timeout_s`` stops its
+worker (the call fails, the next one starts a new worker); a worker that dies (SIGSEGV,
+abort, the OOM killer) fails the call in flight with
+:class:`~edged.models.process.WorkerCrashed`, and the next call restarts it after a back-off
+that doubles per crash; ``resources.crash_limit`` crashes within ``crash_window_s`` mark the
+model failed (status degraded, a ``model_failed`` event) until the window has passed or an
+operator loads it again.
 """
 
 from __future__ import annotations
@@ -22,47 +23,30 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
-import gc
 import heapq
 import itertools
-import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, TypeVarTuple
+from typing import Any
 
 import psutil
 
 from ..config import ModelConfig, ResourcesConfig
 from . import create_backend
-from .base import Backend, Generation, GenerationRequest, ModelError, ModelUnavailable
-from .process import WorkerCrashed, describe_exit
+from .base import Backend, Generation, GenerationRequest, ModelError
 
-T = TypeVar("T")
-Ts = TypeVarTuple("Ts")
-
-log = logging.getLogger("edged.models")
-
-EmitFn = Callable[[str, dict[str, Any]], Awaitable[None]]
-LOAD_TIMEOUT_S = 600.0  # a load that takes longer is a hang (a large model on an SD card: ~1 min)
+# ("x as x": moved to .supervise, still imported from here by the CLI, status and tests)
+from .supervise import LOAD_TIMEOUT_S as LOAD_TIMEOUT_S
+from .supervise import Crashes, EmitFn, Supervisor
+from .supervise import ModelFailed as ModelFailed
+from .supervise import rss_bytes as rss_bytes
+from .supervise import trim_heap as trim_heap
 
 
 class ModelMemoryError(ModelError):
     """Loading would exceed the memory budget and nothing idle can be evicted."""
-
-
-def trim_heap() -> bool:
-    """Give freed C-heap pages back to the OS (glibc only); True when it did something."""
-    gc.collect()
-    name = ctypes.util.find_library("c")
-    if not name:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        return bool(libc.malloc_trim(0))
-    except (OSError, AttributeError):
-        return False
 
 
 MMAP_THRESHOLD = 1 << 20
@@ -84,50 +68,10 @@ def pin_mmap_threshold(nbytes: int = MMAP_THRESHOLD) -> bool:
         return False
 
 
-def rss_bytes() -> int:
-    return int(psutil.Process().memory_info().rss)
-
-
-class ModelFailed(ModelUnavailable):
-    """The model crashed too often recently; it is not restarted until the window passes."""
-
-
-@dataclass
-class _Crashes:
-    """A model's recent worker crashes: back-off and the failed verdict."""
-
-    times: list[float] = field(default_factory=list)  # monotonic, within the window
-    total: int = 0
-    last: str = ""
-    failed: str = ""  # why the model is failed ("" while it may restart)
-    failed_until: float = 0.0
-    retry_at: float = 0.0  # no restart before this (monotonic)
-
-    def record(self, reason: str, res: ResourcesConfig, now: float) -> bool:
-        """Count a crash; True when it makes the model failed."""
-        self.times = [t for t in self.times if now - t < res.crash_window_s] + [now]
-        self.total += 1
-        self.last = reason
-        self.retry_at = now + res.restart_backoff_s * 2 ** (len(self.times) - 1)
-        if len(self.times) >= res.crash_limit:
-            self.failed = (f"its worker crashed {len(self.times)} times within "
-                           f"{res.crash_window_s:g} s (last: {reason})")
-            self.failed_until = self.times[0] + res.crash_window_s
-            return True
-        return False
-
-    def check(self, now: float) -> str:
-        """Why the model may not start now ("" when it may)."""
-        if self.failed and now >= self.failed_until:
-            self.failed, self.times = "", []
-        return self.failed
-
-    def reset(self) -> None:
-        self.failed, self.times, self.retry_at = "", [], 0.0
-
-
 @dataclass
 class _Slot:
+    """One configured model: its backend and thread, who holds it and who waits, its numbers."""
+
     alias: str
     cfg: ModelConfig
     backend: Backend | None = None
@@ -143,12 +87,50 @@ class _Slot:
     tokens: int = 0
     gen_seconds: float = 0.0
     estimate: int = 0
-    crashes: _Crashes = field(default_factory=_Crashes)
+    crashes: Crashes = field(default_factory=Crashes)
     timeouts: int = 0
 
     @property
     def loaded(self) -> bool:
         return self.backend is not None and self.backend.loaded
+
+    def take(self) -> bool:
+        """Hold the model at once if it is free and nobody waits for it."""
+        if self.busy or self.waiters:
+            return False
+        self.busy = True
+        self.busy_since = time.monotonic()
+        return True
+
+    def hand_over(self) -> bool:
+        """Pass the model to the first waiter still waiting; False (and the model is free)
+        when there is none."""
+        while self.waiters:
+            _p, _s, fut = heapq.heappop(self.waiters)
+            if not fut.done():
+                fut.set_result(None)  # hand over: stays busy
+                self.busy_since = time.monotonic()
+                return True
+        self.busy = False
+        return False
+
+    def describe(self, backend: Backend | None, now: float) -> dict[str, Any]:
+        """The status of this model (``backend``: its own or a fresh one that is not
+        loaded, for the file facts)."""
+        d = backend.describe() if backend is not None else {
+            "alias": self.alias, "backend": self.cfg.backend, "path": self.cfg.path,
+            "size_bytes": 0, "loaded": False}
+        d.update(
+            loaded=self.loaded, busy=self.busy, queued=len(self.waiters),
+            generations=self.generations,
+            tokens_per_s=round(self.tokens / self.gen_seconds, 1) if self.gen_seconds else 0,
+            load_seconds=round(self.load_seconds, 3),
+            rss_delta_mb=round(self.rss_delta / 2**20, 1) if self.loaded else 0,
+            idle_s=round(now - self.last_used, 1) if self.loaded else None,
+            crashes=self.crashes.total, last_crash=self.crashes.last,
+            timeouts=self.timeouts, failed=self.crashes.check(time.monotonic()),
+        )
+        return d
 
 
 class ModelPool:
@@ -164,7 +146,6 @@ class ModelPool:
     ) -> None:
         self.resources = resources
         self.clock = clock
-        self._emit = emit
         self._available = available_memory or (lambda: int(psutil.virtual_memory().available))
         self._factory = backend_factory
         self._slots = {alias: _Slot(alias, cfg) for alias, cfg in models.items()}
@@ -173,6 +154,8 @@ class ModelPool:
         self._idle = asyncio.Condition()
         self.threads_cap: int | None = None  # thermal policy: at most this many threads
         self.stats = {"loads": 0, "unloads": 0, "evictions": 0, "refused": 0}
+        # starts, stops and watches the models' workers: deadlines, crashes, failed verdicts
+        self._supervisor = Supervisor(resources, emit, clock=clock, stats=self.stats)
         # the daemon's metrics: ("model", seconds) per generation, waiting and loading included
         self.on_timing: Callable[[str, float], None] | None = None
 
@@ -199,8 +182,8 @@ class ModelPool:
             if on_token is not None:
                 def cb(piece: str) -> None:
                     loop.call_soon_threadsafe(on_token, piece)
-            gen: Generation = await self._run(slot, slot.backend.generate, req, cb,
-                                              deadline=slot.cfg.timeout_s)
+            gen: Generation = await self._supervisor.run(slot, slot.backend.generate, req, cb,
+                                                         deadline=slot.cfg.timeout_s)
             slot.generations += 1
             slot.tokens += gen.completion_tokens
             slot.gen_seconds += gen.seconds
@@ -232,8 +215,8 @@ class ModelPool:
         try:
             await self._ensure_loaded(slot)
             assert slot.backend is not None
-            vectors: list[list[float]] = await self._run(slot, slot.backend.embed, texts,
-                                                         deadline=slot.cfg.timeout_s)
+            vectors: list[list[float]] = await self._supervisor.run(
+                slot, slot.backend.embed, texts, deadline=slot.cfg.timeout_s)
             return vectors
         finally:
             await self._release(slot)
@@ -244,8 +227,8 @@ class ModelPool:
         try:
             await self._ensure_loaded(slot)
             assert slot.backend is not None
-            n: int = await self._run(slot, slot.backend.count_tokens, text,
-                                     deadline=slot.cfg.timeout_s)
+            n: int = await self._supervisor.run(slot, slot.backend.count_tokens, text,
+                                                deadline=slot.cfg.timeout_s)
             return n
         finally:
             await self._release(slot)
@@ -267,7 +250,7 @@ class ModelPool:
         async with self._load_lock:
             if slot.busy or not slot.loaded:
                 return False
-            await self._unload(slot, reason)
+            await self._supervisor.stop(slot, reason)
             return True
 
     async def unload_idle(self, reason: str) -> list[str]:
@@ -276,19 +259,14 @@ class ModelPool:
         async with self._load_lock:
             for slot in self._slots.values():
                 if slot.loaded and not slot.busy:
-                    await self._unload(slot, reason)
+                    await self._supervisor.stop(slot, reason)
                     done.append(slot.alias)
         return done
 
     async def set_threads(self, cap: int | None) -> None:
         """Thermal policy: cap the threads of loaded models (None restores the config)."""
         self.threads_cap = cap
-        for slot in self._slots.values():
-            if slot.loaded and slot.backend is not None and slot.executor is not None:
-                n = min(slot.cfg.threads, cap) if cap else slot.cfg.threads
-                with contextlib.suppress(ModelError):
-                    await asyncio.get_running_loop().run_in_executor(
-                        slot.executor, slot.backend.set_threads, n)
+        await self._supervisor.set_threads(self._slots.values(), cap)
 
     async def run_reaper(self) -> None:
         """Unload models idle for ``resources.idle_unload_s`` (0: never); notice workers
@@ -303,17 +281,7 @@ class ModelPool:
     async def check_workers(self) -> list[str]:
         """Loaded models whose worker process is gone while idle (OOM-killed, killed by
         hand): counted as crashes, marked unloaded; the next call restarts them."""
-        dead = []
-        for slot in self._slots.values():
-            b = slot.backend
-            worker = getattr(b, "worker", None)
-            if slot.loaded and not slot.busy and b is not None and worker is not None \
-                    and not worker.alive():
-                reason = describe_exit(worker.proc.poll() if worker.proc else None)
-                b.unload()
-                await self._crashed(slot, WorkerCrashed(reason, reason=f"{reason} while idle"))
-                dead.append(slot.alias)
-        return dead
+        return await self._supervisor.check_workers(self._slots.values())
 
     async def reap_idle(self) -> list[str]:
         idle = self.resources.idle_unload_s
@@ -323,7 +291,7 @@ class ModelPool:
             for slot in self._slots.values():
                 if slot.loaded and not slot.busy and not slot.waiters and \
                         now - slot.last_used >= idle:
-                    await self._unload(slot, f"idle {now - slot.last_used:.0f} s")
+                    await self._supervisor.stop(slot, f"idle {now - slot.last_used:.0f} s")
                     done.append(slot.alias)
         return done
 
@@ -331,7 +299,7 @@ class ModelPool:
         async with self._load_lock:
             for slot in self._slots.values():
                 if slot.loaded:
-                    await self._unload(slot, "shutdown")
+                    await self._supervisor.stop(slot, "shutdown")
                 if slot.executor is not None:
                     slot.executor.shutdown(wait=False)
                     slot.executor = None
@@ -344,29 +312,12 @@ class ModelPool:
 
     def failed(self) -> dict[str, str]:
         """Models marked failed after repeated crashes, with why."""
-        now = time.monotonic()
-        return {a: why for a, s in self._slots.items() if (why := s.crashes.check(now))}
+        return self._supervisor.failed(self._slots.values())
 
     def describe(self) -> list[dict[str, Any]]:
         now = self.clock()
-        out = []
-        for slot in self._slots.values():
-            backend = slot.backend or self._peek_backend(slot)
-            d = backend.describe() if backend is not None else {
-                "alias": slot.alias, "backend": slot.cfg.backend, "path": slot.cfg.path,
-                "size_bytes": 0, "loaded": False}
-            d.update(
-                loaded=slot.loaded, busy=slot.busy, queued=len(slot.waiters),
-                generations=slot.generations,
-                tokens_per_s=round(slot.tokens / slot.gen_seconds, 1) if slot.gen_seconds else 0,
-                load_seconds=round(slot.load_seconds, 3),
-                rss_delta_mb=round(slot.rss_delta / 2**20, 1) if slot.loaded else 0,
-                idle_s=round(now - slot.last_used, 1) if slot.loaded else None,
-                crashes=slot.crashes.total, last_crash=slot.crashes.last,
-                timeouts=slot.timeouts, failed=slot.crashes.check(time.monotonic()),
-            )
-            out.append(d)
-        return out
+        return [slot.describe(slot.backend or self._peek_backend(slot), now)
+                for slot in self._slots.values()]
 
     # -- internals ------------------------------------------------------------------------------
 
@@ -385,9 +336,7 @@ class ModelPool:
         return slot.backend
 
     async def _acquire(self, slot: _Slot, priority: int) -> None:
-        if not slot.busy and not slot.waiters:
-            slot.busy = True
-            slot.busy_since = time.monotonic()
+        if slot.take():
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         entry = (-priority, next(self._seq), fut)
@@ -404,27 +353,15 @@ class ModelPool:
 
     async def _release(self, slot: _Slot) -> None:
         slot.last_used = self.clock()
-        while slot.waiters:
-            _p, _s, fut = heapq.heappop(slot.waiters)
-            if not fut.done():
-                fut.set_result(None)  # hand over: stays busy
-                slot.busy_since = time.monotonic()
-                return
-        slot.busy = False
+        if slot.hand_over():
+            return
         async with self._idle:
             self._idle.notify_all()
 
     async def _ensure_loaded(self, slot: _Slot) -> None:
         if slot.loaded:
             return
-        failed = slot.crashes.check(time.monotonic())
-        if failed:
-            raise ModelFailed(f"model {slot.alias!r} is failed: {failed}; it is tried again "
-                              f"after the window, or now with `edged models load "
-                              f"{slot.alias}`")
-        wait = slot.crashes.retry_at - time.monotonic()
-        if wait > 0:  # restart back-off after a crash
-            await asyncio.sleep(wait)
+        await self._supervisor.may_start(slot)
         async with self._load_lock:
             if slot.loaded:
                 return
@@ -432,26 +369,7 @@ class ModelPool:
                 slot.backend = self._factory(slot.alias, slot.cfg)
             slot.estimate = slot.backend.memory_estimate()
             await self._make_room(slot)
-            if slot.executor is None:
-                slot.executor = ThreadPoolExecutor(1, thread_name_prefix=f"model-{slot.alias}")
-            before = rss_bytes()
-            t0 = time.perf_counter()
-            try:
-                await self._run(slot, slot.backend.load, deadline=LOAD_TIMEOUT_S, what="load")
-                if self.threads_cap and self.threads_cap < slot.cfg.threads:
-                    await self._run(slot, slot.backend.set_threads, self.threads_cap)
-            except WorkerCrashed as e:
-                e.args = (f"model {slot.alias!r}: its worker {e.reason} while loading",)
-                raise
-            slot.load_seconds = time.perf_counter() - t0
-            worker = getattr(slot.backend, "worker", None)
-            slot.rss_delta = worker.rss() if worker is not None else rss_bytes() - before
-            slot.loaded_at = slot.last_used = self.clock()
-            self.stats["loads"] += 1
-            log.info("loaded model %s (%s) in %.2f s, +%.0f MB RSS", slot.alias,
-                     slot.cfg.backend, slot.load_seconds, slot.rss_delta / 2**20)
-            await self._event("model_loaded", slot.alias, seconds=round(slot.load_seconds, 3),
-                              rss_delta_mb=round(slot.rss_delta / 2**20, 1))
+            await self._supervisor.start(slot, self.threads_cap)
 
     async def _make_room(self, slot: _Slot) -> None:
         """Evict idle models (LRU) until the count and memory limits allow ``slot``."""
@@ -467,7 +385,7 @@ class ModelPool:
             if idle:
                 victim = idle[0]
                 why = "max_loaded_models" if over_count else "memory budget"
-                await self._unload(victim, f"evicted for {slot.alias} ({why})")
+                await self._supervisor.stop(victim, f"evicted for {slot.alias} ({why})")
                 self.stats["evictions"] += 1
                 continue
             if not over_count or self.clock() > deadline:
@@ -493,65 +411,3 @@ class ModelPool:
         if res.memory_budget_mb > 0:
             return res.memory_budget_mb * 2**20 - sum(s.estimate for s in loaded)
         return self._available() - res.min_free_memory_mb * 2**20
-
-    async def _unload(self, slot: _Slot, reason: str) -> None:
-        assert slot.backend is not None and slot.executor is not None
-        loop = asyncio.get_running_loop()
-        worker = getattr(slot.backend, "worker", None)
-        before = worker.rss() if worker is not None else rss_bytes()
-        await loop.run_in_executor(slot.executor, slot.backend.unload)
-        if worker is not None:  # the worker's memory went with its process
-            trimmed, freed = False, before
-        else:
-            trimmed = await loop.run_in_executor(slot.executor, trim_heap)
-            freed = before - rss_bytes()
-        self.stats["unloads"] += 1
-        log.info("unloaded model %s (%s): %.0f MB returned%s", slot.alias, reason,
-                 freed / 2**20, " (heap trimmed)" if trimmed else "")
-        await self._event("model_unloaded", slot.alias, reason=reason,
-                          freed_mb=round(freed / 2**20, 1))
-
-    async def _run(self, slot: _Slot, fn: Callable[[*Ts], T], *args: *Ts,
-                   deadline: float | None = None, what: str = "call") -> T:
-        """``fn(*args)`` on the model's thread. Past ``deadline`` the worker is stopped (the
-        call fails with WorkerCrashed); a crash is recorded. If the caller is cancelled the
-        model stays held until the call returns, so that calls never overlap."""
-        loop = asyncio.get_running_loop()
-        fut = loop.run_in_executor(slot.executor, fn, *args)
-        try:
-            done, _ = await asyncio.wait({fut}, timeout=deadline)
-            if not done:
-                abort = getattr(slot.backend, "abort", None)
-                if abort is None:  # in-process: nothing can stop it; wait for it
-                    return await fut
-                slot.timeouts += 1
-                abort(f"was stopped: {what} exceeded its deadline of {deadline:g} s")
-            return fut.result() if fut.done() else await fut
-        except WorkerCrashed as e:
-            if not e.deadline:
-                await self._crashed(slot, e)
-            else:
-                log.warning("model %s: %s", slot.alias, e.reason)
-                await self._event("model_timeout", slot.alias, reason=e.reason)
-            raise
-        except asyncio.CancelledError:
-            if not fut.done():
-                abort = getattr(slot.backend, "abort", None)
-                if abort is not None:  # nobody wants the answer: do not wait for it
-                    abort(f"was stopped: its {what} was cancelled")
-                await asyncio.shield(asyncio.wait({fut}))
-            raise
-
-    async def _crashed(self, slot: _Slot, e: WorkerCrashed) -> None:
-        failed = slot.crashes.record(e.reason, self.resources, time.monotonic())
-        log.error("model %s: worker %s", slot.alias, e.reason)
-        await self._event("model_crashed", slot.alias, reason=e.reason,
-                          crashes=len(slot.crashes.times))
-        if failed:
-            log.error("model %s failed: %s", slot.alias, slot.crashes.failed)
-            await self._event("model_failed", slot.alias, reason=slot.crashes.failed)
-
-    async def _event(self, kind: str, alias: str, **data: Any) -> None:
-        if self._emit is not None:
-            with contextlib.suppress(Exception):
-                await self._emit(kind, {"model": alias, **data})
