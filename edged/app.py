@@ -139,7 +139,8 @@ class App:
         assert self.embed is not None
         stages, index = await build_agents(
             self.cfg.agents, runner=self.runner, embed=self.embed, pool=self.pool,
-            governor=self.governor, memory=self.memory, escalator=self.escalator)
+            governor=self.governor, memory=self.memory, escalator=self.escalator,
+            consolidator=self.consolidator, models=self.cfg.models)
         self.stages.update(stages)
         self.agent_index = index
         for e in self.registry.errors:
@@ -181,6 +182,7 @@ class App:
         for stage in self.stages.values():
             if isinstance(stage, ToolAgent):
                 stage.memory = memory if stage.cfg.memory else None
+                stage.consolidator = self.consolidator
         self.scheduler.every("memory-consolidate", mcfg.consolidate_every_s,
                              self.consolidate_memory)
         self.memory_status = await memory.stats()

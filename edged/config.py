@@ -144,6 +144,14 @@ class ModelConfig(_Section, frozen=True):
     worker: bool = True
     # the worker's address-space cap in MB (RLIMIT_AS); 0: twice the estimate plus 2 GiB
     memory_limit_mb: NonNegInt = 0
+    # the model answers questions and chat in its own words (agents talk with it); unset:
+    # yes for openai backends (Ollama, llama.cpp server, vLLM...), no for local files (the
+    # bundled 135M model only fills tool arguments; set true for a local 1-3B instruct model)
+    chat: bool | None = None
+
+    @property
+    def talks(self) -> bool:
+        return self.chat if self.chat is not None else self.backend == "openai"
 
 
 class ResourcesConfig(_Section, frozen=True):
@@ -169,11 +177,14 @@ class AgentConfig(_Section, frozen=True):
     model: str = ""
     description: str = ""
     system_prompt: str = ""
-    tools: list[str] = []
+    # tool name patterns ("home.*"); unset: every tool; [] no tool at all (memory tools too)
+    tools: list[str] | None = None
     max_steps: Annotated[int, msgspec.Meta(ge=1, le=32)] = 4
     memory: bool = True
     low_power_model: str | None = None
     escalate: Literal["never", "auto", "always"] = "auto"
+    # the longest answer in the model's own words (a question, chat), in tokens
+    answer_tokens: Annotated[int, msgspec.Meta(ge=16, le=4096)] = 256
 
 
 class RouteConfig(_Section, frozen=True):

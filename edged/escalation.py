@@ -287,7 +287,7 @@ class Escalator:
                     # the same runner as local calls: agent tools, ACL, schema, once, audit
                     call = await self.runner.call(
                         name, args, request=request, agent=agent.name,
-                        agent_tools=agent.cfg.tools or None, ctx=ctx,
+                        agent_tools=agent.cfg.tools, ctx=ctx,
                         step=f"cloud:{step}:{i}:{name}", plan="cloud")
                     calls.append(call)
                     result = call.result

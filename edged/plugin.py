@@ -156,6 +156,7 @@ def tool(*, name: str | None = None, timeout_s: float | None = None,
          examples: list[Any] | None = None,
          aliases: dict[str, dict[str, str]] | None = None,
          not_examples: list[str] | None = None, confirm: bool = False,
+         reply: str | None = None,
          ) -> Callable[[Callable[..., Any]], Callable[..., Any]]: ...
 
 
@@ -167,7 +168,10 @@ def tool(func: Callable[..., Any] | None = None, **options: Any) -> Any:
     argument's spoken words to its values, e.g. ``{"room": {"lounge": "living room"}}``;
     ``not_examples`` are requests that sound alike but are for another tool; ``confirm``
     marks a sensitive tool: a cloud or multi-step plan cannot run it without a confirmation
-    from the device (``{"data": {"confirm": "<token>"}}``, single use, 5 minutes).
+    from the device (``{"data": {"confirm": "<token>"}}``, single use, 5 minutes);
+    ``reply`` is the sentence the device hears after a call, formatted with the arguments
+    and the result's keys: ``"The {room} lights are {on:on|off}."`` (``{flag:yes|no}``
+    picks by truth); without one, a sentence is built from the tool and its result.
     """
     def mark(f: Callable[..., Any]) -> Callable[..., Any]:
         setattr(f, TOOL_ATTR, options)

@@ -166,7 +166,8 @@ def test_sighup_reloads_plugins_without_losing_messages(tmp_path, broker, daemon
             return f"watering for {minutes} minutes"
     '''))
     extra = AGENTS.replace(f'dirs = ["{ROOT / "plugins"}"]', f'dirs = ["{plugdir}"]') \
-        .replace('tools = ["home.*", "notes.*", "locks.*", "clock.*", "timers.*"]', 'tools = []')
+        .replace('tools = ["home.*", "notes.*", "locks.*", "clock.*", "timers.*"]',
+                 '')  # no tools list: every tool, the new plugin's too
     cfg = write_config(tmp_path / "edged.toml", broker, db=tmp_path / "edged.db", extra=extra)
     d = daemon_process(cfg).start(timeout=60)
     with peer(broker.port) as p:

@@ -378,7 +378,11 @@ async def test_agent_remembers_recalls_follows_up_and_forgets(broker, make_confi
     with peer(broker.port) as p:
         p.subscribe("edged/out/+")
         r = await _ask(p, "panel", "remember that I like the bedroom at 19 degrees")
-        assert _calls(r) == [("memory.remember", {"text": "I like the bedroom at 19 degrees"})]
+        # told, not commanded: stored at once (before the reply), said back, nothing run
+        assert r["tool_calls"] == []
+        assert r["text"] == "OK, I'll remember that you like the bedroom at 19 degrees."
+        stored = await d.app.memory.run(d.app.memory.store.list, "panel")
+        assert [m.text for m in stored] == ["I like the bedroom at 19 degrees"]
         # the preference fills the temperature that the request leaves open
         r = await _ask(p, "panel", "heat the bedroom")
         assert _calls(r) == [("home.set_temperature", {"degrees": 19.0, "room": "bedroom"})]
@@ -388,17 +392,24 @@ async def test_agent_remembers_recalls_follows_up_and_forgets(broker, make_confi
         assert r["tool_calls"] == [] and "degrees" in r["text"].lower()
         # a changed preference updates the memory instead of adding a second one
         r = await _ask(p, "panel", "remember that I like the bedroom at 21 degrees")
-        assert r["tool_calls"][0]["result"] == {"updated": "I like the bedroom at 21 degrees"}
+        assert r["tool_calls"] == [] and "you like the bedroom at 21 degrees" in r["text"]
+        stored = await d.app.memory.run(d.app.memory.store.list, "panel")
+        assert [m.text for m in stored] == ["I like the bedroom at 21 degrees"]
         r = await _ask(p, "panel", "heat the bedroom", n=1)
         assert _calls(r) == [("home.set_temperature", {"degrees": 21.0, "room": "bedroom"})]
         r = await _ask(p, "panel", "what do you know about the bedroom")
-        assert _calls(r)[0][0] == "memory.search"
-        assert r["tool_calls"][0]["result"] == ["I like the bedroom at 21 degrees"]
+        assert r["tool_calls"] == []
+        assert r["text"] == "You told me: you like the bedroom at 21 degrees."
         r = await _ask(p, "panel", "I'm allergic to cats")  # the whole statement is kept
-        assert r["tool_calls"][0]["result"] == {"remembered": "I'm allergic to cats"}
+        assert r["text"] == "OK, I'll remember that you're allergic to cats."
         r = await _ask(p, "panel", "what do you remember about me")
-        assert set(r["tool_calls"][0]["result"]) == {"I like the bedroom at 21 degrees",
-                                                      "I'm allergic to cats"}
+        assert "you like the bedroom at 21 degrees" in r["text"] and \
+            "you're allergic to cats" in r["text"]
+        # the memory tools stay for agents that list them: a plan may still call them
+        r = await _ask(p, "panel", "forget that I'm allergic to cats")
+        assert r["text"] == "OK, I've forgotten that you're allergic to cats."
+        stored = await d.app.memory.run(d.app.memory.store.list, "panel")
+        assert [m.text for m in stored] == ["I like the bedroom at 21 degrees"]
         # follow-ups: "it" is the last call's subject, "too" repeats it elsewhere
         r = await _ask(p, "panel", "turn on the kitchen light")
         assert _calls(r) == [("home.set_light", {"room": "kitchen", "on": True})]
@@ -428,7 +439,7 @@ async def test_agent_remembers_recalls_follows_up_and_forgets(broker, make_confi
         assert found[0]["text"] == "I like the bedroom at 21 degrees"
         assert await asyncio.to_thread(
             cli.main, ["memory", "forget", "--device", "panel", "-c", str(cfg_path)]) == 0
-        assert "2 memories, 2 vectors" in capsys.readouterr().out
+        assert "1 memories, 1 vectors" in capsys.readouterr().out  # cats were forgotten
         s = MemoryStore(cfg.memory_path)
         s.open()
         try:
@@ -451,7 +462,8 @@ async def test_consolidation_is_scheduled_and_deferred_by_the_governor(broker, m
                             battery_percent=self.battery, plugged=False)
 
     sensors = Sensors()
-    # without the memory tools: what the user says is left to consolidation
+    # without the memory tools, and said without "remember" / "my ... is" (those are
+    # stored at once): what the user says is left to consolidation
     agent = MEMORY_AGENT.replace('"home.*", "memory.*", "timers.*"', '"home.*"')
     cfg = config.load(make_config(extra=agent + "\n[memory]\nconsolidate_every_s = 1\n"))
     d = Daemon(cfg, sensors=sensors)
@@ -461,20 +473,20 @@ async def test_consolidation_is_scheduled_and_deferred_by_the_governor(broker, m
         await asyncio.wait_for(d.bus.subscribed.wait(), 60)
         with peer(broker.port) as p:
             p.subscribe("edged/events/+", "edged/out/+")
-            await _ask(p, "hall", "my son is called Max")
+            await _ask(p, "hall", "our son is called Max")
             [ev] = await asyncio.to_thread(
                 p.wait_count, 1, 30, lambda m: m.topic == "edged/events/memory_consolidated"
                 and json.loads(m.payload)["data"]["added"] == 1)
             assert json.loads(ev.payload)["data"]["decisions"][0]["text"] == \
-                "My son is called Max"
+                "Our son is called Max"
             sensors.battery = 5.0
             await d.app.governor.check()
             assert d.app.governor.defer
             await asyncio.to_thread(p.wait_count, 1, 30,
                                     lambda m: m.topic == "edged/events/memory_deferred")
-            await _ask(p, "hall", "my daughter is called Lea")
+            await _ask(p, "hall", "our daughter is called Lea")
             assert await d.app.consolidate_memory() is None  # deferred while on low battery
-            assert "My daughter is called Lea" not in _texts(d.app.memory, "hall")
+            assert "Our daughter is called Lea" not in _texts(d.app.memory, "hall")
             sensors.battery = 90.0
             await d.app.governor.check()
             await asyncio.to_thread(

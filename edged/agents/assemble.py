@@ -6,10 +6,10 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 
-from ..config import AgentConfig
+from ..config import AgentConfig, ModelConfig
 from ..escalation import Escalator
 from ..governor import Governor
-from ..memory import Memory
+from ..memory import Consolidator, Memory
 from ..models.pool import ModelPool
 from ..tools.runner import ToolRunner
 from .base import Stage
@@ -23,23 +23,28 @@ Embed = Callable[[list[str]], Awaitable[list[list[float]]]]
 
 async def build_agents(agents: Mapping[str, AgentConfig], *, runner: ToolRunner, embed: Embed,
                        pool: ModelPool, governor: Governor, memory: Memory | None,
-                       escalator: Escalator | None
+                       escalator: Escalator | None, consolidator: Consolidator | None = None,
+                       models: Mapping[str, ModelConfig] | None = None
                        ) -> tuple[dict[str, Stage], CentroidIndex | None]:
     """Every tool agent with its tool index, and the classifier over agents (when there is
     more than one). The caller swaps them in at once: requests already running keep the agent
     (and tools) they started with."""
+    models = models or {}
     stages: dict[str, Stage] = {}
     agent_texts: dict[str, list[str]] = {}
     for name, acfg in agents.items():
         index = CentroidIndex(embed)
-        tools = runner.visible(acfg.tools or None)
+        tools = runner.visible(acfg.tools)
         await index.build({t.name: [t.description] + [u for u, _ in t.example_pairs()]
                            for t in tools}, leads={t.name: tool_leads(t) for t in tools},
                           negatives={t.name: t.not_examples for t in tools})
-        stages[name] = ToolAgent(
+        agent = ToolAgent(
             name, acfg, runner=runner, index=index, pool=pool, model=acfg.model or None,
             model_for=partial(governor.model_for, low_power_model=acfg.low_power_model),
-            memory=memory, escalator=escalator)
+            memory=memory, escalator=escalator,
+            talks=bool(acfg.model) and acfg.model in models and models[acfg.model].talks)
+        agent.consolidator = consolidator
+        stages[name] = agent
         agent_texts[name] = [acfg.description] + [
             u for t in tools for u, _ in t.example_pairs()]
         log.info("agent %s: %d tool(s): %s", name, len(tools),

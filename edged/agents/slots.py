@@ -45,6 +45,9 @@ def parse_numbers(text: str) -> list[float]:
             i += 1
             continue
         if re.fullmatch(r"\d+(?:[.,]\d+)?", t):
+            if len(t) > 15:  # no parameter takes it; float() would say inf
+                i += 1
+                continue
             value = float(t.replace(",", "."))
             i += 1
             value, i = _and_a_fraction(toks, i, value)
@@ -184,7 +187,8 @@ _NEGATION = {"not", "don't", "dont", "never", "no"}
 
 
 _QUESTION_START = {"is", "are", "was", "were", "did", "does", "do", "has", "have", "what",
-                   "what's", "whats", "which", "who", "where", "when", "why", "how"}
+                   "what's", "whats", "which", "who", "where", "when", "why", "how", "how's",
+                   "hows", "how're", "whereabouts"}
 
 
 def is_question(text: str) -> bool:
@@ -196,7 +200,8 @@ def is_question(text: str) -> bool:
     if toks[0] in ("can", "could", "would", "will") and len(toks) > 1 and toks[1] == "you":
         return False
     return toks[0] in _QUESTION_START or text.rstrip().endswith("?") or (
-        toks[0] == "tell" and len(toks) > 1 and toks[1] in ("me", "us"))
+        toks[0] in ("tell", "read", "show", "give") and len(toks) > 1 and toks[1] in ("me", "us"))
+
 
 
 def parse_bool(text: str, param: str) -> bool | None:

@@ -61,6 +61,7 @@ class Tool:
     context_param: str | None = None  # the parameter that receives a ToolContext
     # sensitive: a cloud or multi-step plan may not run it without the device's confirmation
     confirm: bool = False
+    reply: str | None = None  # the reply template (see edged.plugin.tool)
 
     @property
     def short_name(self) -> str:
@@ -138,7 +139,7 @@ def make_tool(func: Callable[..., Any], *, name: str | None = None,
               timeout_s: float | None = None, examples: list[Any] | None = None,
               aliases: dict[str, dict[str, str]] | None = None,
               not_examples: list[str] | None = None, plugin: str = "",
-              confirm: bool = False) -> Tool:
+              confirm: bool = False, reply: str | None = None) -> Tool:
     sig = inspect.signature(func)
     hints = typing.get_type_hints(func, include_extras=True)
     fields: list[Any] = []
@@ -167,4 +168,5 @@ def make_tool(func: Callable[..., Any], *, name: str | None = None,
         examples=list(examples or []), aliases=dict(aliases or {}), param_docs=param_docs,
         not_examples=[str(x) for x in (not_examples or [])],
         plugin=plugin, context_param=context_param, confirm=bool(confirm),
+        reply=str(reply) if reply else None,
     )

@@ -1,0 +1,332 @@
+"""Arguments from the words of a request, with what the tool says about itself.
+
+On top of ``slots.fill`` (choices and aliases, numbers in words, on/off): yes/no from the
+verbs the parameter's description implies, numbers matched to parameters by their units and
+converted, the ends and fractions of a range ("close it" -> 0, "a quarter open" -> 25), and
+free text after a carrier phrase ("a message saying ..."). Speech-to-text slips ("turn of
+the light", "at for pm") are mended first.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from ..tools.base import Tool
+from . import knowledge, slots, timeofday, units
+from .knowledge import FRACTIONS, Param
+
+_FILLERS = re.compile(r"\b(?:um+|uh+|uhm+|erm+|hmm+|er)\b[,.]?\s*", re.I)
+_MENDS: list[tuple[re.Pattern[str], str]] = [
+    # "turn of the light", "switch it of": a recogniser's "of" for "off"
+    (re.compile(r"\b(turn|switch|shut|power|kick|cut|knock|take|turned|switched)(\s+(?:it|"
+                r"them|that|this|the\s+\w+(?:\s+\w+)?))?\s+of\b(?!\s+(?:the|a|an|my|our|"
+                r"your|his|her|their|them|it|this|that)\b)", re.I), r"\1\2 off"),
+    (re.compile(r"\b(turn|switch|shut|power)\s+of\s+(?=the|my|our|all)", re.I), r"\1 off "),
+    (re.compile(r"\btoo\s+(?=\d|(?:one|two|three|four|five|six|seven|eight|nine|ten|"
+                r"twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety|a hundred)\b)", re.I),
+     "to "),
+    (re.compile(r"\bat\s+for\b", re.I), "at four"),
+    (re.compile(r"\bfor\s+(?=(?:pm|am|p\.m\.|a\.m\.|o'?clock|thirty|fifteen|forty[- ]five)\b)",
+                re.I), "four "),
+]
+
+
+def mend(text: str) -> str:
+    """Fillers out, recogniser slips mended; the rest untouched."""
+    out = _FILLERS.sub("", text)
+    out = re.sub(r"(^|[\s(])-(?=\d)", r"\1minus ", out)  # "-1" is a number, not a dash
+    out = re.sub(r"(\d)'s\b", r"\1", out)  # "303's thermostat"
+    for rx, rep in _MENDS:
+        out = rx.sub(rep, out)
+    return re.sub(r"\s{2,}", " ", out).strip()
+
+
+@dataclass(frozen=True)
+class Quantity:
+    value: float
+    unit: str | None  # a pint unit, or None when none was said
+    start: int  # token span in the request
+    end: int
+    fraction: bool = False  # "halfway", "a quarter": a share of a range
+    alt: float | None = None  # "three twelve": 312 (a room), else 15 (three + twelve)
+
+
+def quantities(text: str) -> list[Quantity]:
+    """Every number said, with the unit said after it: "2 kilograms", "half an hour",
+    "1832 degrees fahrenheit", "twenty five percent", "a quarter"."""
+    toks = slots.words(text)
+    out: list[Quantity] = []
+    fracs = sorted(FRACTIONS, key=lambda f: -len(f.split()))
+    i = 0
+    while i < len(toks):
+        start = i
+        frac = next((f for f in fracs if toks[i:i + len(f.split())] == f.split()), None)
+        if frac is not None and not (start > 0 and toks[start - 1] == "and"):
+            j = i + len(frac.split())
+            k = j + (1 if j < len(toks) and toks[j] in ("a", "an", "of") else 0)
+            k += 1 if k < len(toks) and toks[k] in ("a", "an") else 0
+            unit, k2 = _unit_at(toks, k)
+            if unit is not None:  # "half an hour", "a quarter of a kilo"
+                out.append(Quantity(FRACTIONS[frac], unit, start, k2))
+                i = k2
+            else:
+                out.append(Quantity(FRACTIONS[frac], None, start, j, fraction=True))
+                i = j
+            continue
+        t = toks[i]
+        sign = 1.0
+        if t in ("minus", "negative") and i + 1 < len(toks) and (
+                re.fullmatch(r"\d+(?:[.,]\d+)?", toks[i + 1]) or toks[i + 1] in slots._UNITS
+                or toks[i + 1] in slots._TENS):
+            sign, i = -1.0, i + 1
+            t = toks[i]
+        if (spoken := _digits_said(toks, i)) is not None:
+            value, j, alt = spoken
+            unit, j = _unit_at(toks, j)
+            out.append(Quantity(sign * value, unit, start, j, alt=sign * alt))
+            i = j
+            continue
+        if re.fullmatch(r"\d+(?:[.,]\d+)?", t):
+            if len(t) > 15:  # no parameter takes it; float() would say inf
+                i += 1
+                continue
+            value = float(t.replace(",", "."))
+            i += 1
+        elif t in slots._UNITS or t in slots._TENS:
+            if t in ("a", "an", "oh") and not slots._starts_number(toks, i + 1):
+                i += 1
+                continue
+            value, i = slots._number_words(toks, i)
+            if i == start:
+                i += 1
+                continue
+        elif t == "dozen":
+            out.append(Quantity(12.0, None, i, i + 1))
+            i += 1
+            continue
+        else:
+            i += 1
+            continue
+        value, i = slots._and_a_fraction(toks, i, value)
+        if i < len(toks) and toks[i] == "dozen":
+            value, i = value * 12, i + 1
+        unit, i = _unit_at(toks, i)
+        if unit is not None:  # "an hour and a half"
+            value, i = slots._and_a_fraction(toks, i, value)
+        out.append(Quantity(sign * value, unit, start, i))
+    return out
+
+
+_DIGIT = {w: n for w, n in slots._UNITS.items() if 1 <= n <= 9 and w not in ("a", "an")}
+_TEEN = {w: n for w, n in slots._UNITS.items() if 10 <= n <= 19}
+
+
+def _digits_said(toks: list[str], i: int) -> tuple[float, int, float] | None:
+    """Numbers said digit by digit, as rooms and flights are: "two oh six" -> 206, "three
+    twelve" -> 312, "one twenty five" -> 125; with the plain reading as the alternative."""
+    if toks[i] not in _DIGIT or i + 1 >= len(toks):
+        return None
+    head, nxt = _DIGIT[toks[i]], toks[i + 1]
+    if nxt in ("oh", "o", "zero") and i + 2 < len(toks) and toks[i + 2] in _DIGIT:
+        return head * 100 + _DIGIT[toks[i + 2]], i + 3, float(head)
+    if nxt in _TEEN:
+        return head * 100 + _TEEN[nxt], i + 2, float(head + _TEEN[nxt])
+    if nxt in slots._TENS:
+        tens = slots._TENS[nxt]
+        j = i + 2
+        if j < len(toks) and toks[j] in _DIGIT:
+            tens, j = tens + _DIGIT[toks[j]], j + 1
+        return head * 100 + tens, j, float(head + tens)
+    return None
+
+
+def _unit_at(toks: list[str], i: int) -> tuple[str | None, int]:
+    if i >= len(toks):
+        return None, i
+    t = toks[i]
+    if t in ("%", "percent", "per") and (t != "per" or toks[i + 1:i + 2] == ["cent"]):
+        return "percent", i + (2 if t == "per" else 1)
+    if t in ("degree", "degrees"):
+        nxt = units.said_unit(toks[i + 1]) if i + 1 < len(toks) else None
+        if nxt in ("degC", "degF", "kelvin"):
+            return nxt, i + 2
+        return "degC", i + 1
+    u = units.said_unit(t)
+    if u is not None and t not in ("in", "m", "s", "l", "k", "f", "c", "w", "h", "g"):
+        return u, i + 1
+    if u is not None and t in ("s", "m", "h", "g", "l", "k", "c", "f"):
+        return u, i + 1  # "90 s", "500 g": only right after a number
+    return None, i
+
+
+def fill(text: str, tool: Tool) -> dict[str, Any]:
+    """The arguments the rules find for ``tool`` in ``text``."""
+    said = mend(text)
+    out = slots.fill(said, tool.parameters, tool.aliases)
+    info = knowledge.of(tool)
+    for p in info.params.values():  # numbers are matched below, with their units
+        if p.kind in ("integer", "number"):
+            out.pop(p.name, None)
+    question = slots.is_question(said)
+    for p in info.params.values():
+        if p.kind == "boolean" and not question:
+            v = polarity(said, p, info.nouns)
+            if v is not None:
+                out[p.name] = v
+    for p in info.params.values():
+        if p.kind == "string" and p.time_of_day and (t := timeofday.find(said)) is not None:
+            out[p.name] = t.format(with_day=p.day_first)
+            said = said[:t.start] + " " + said[t.end:]  # its numbers are not for others
+    numeric = [p for p in info.params.values() if p.kind in ("integer", "number")]
+    if numeric:
+        out.update(_numbers(said, numeric, out))
+    for p in info.params.values():
+        # an optional note or message, only when the request marks it ("with a note saying
+        # ...", "note extra blanket"); a required one is the planner's (freetext.span)
+        if p.kind == "string" and not p.required and not p.choices and not p.time_of_day \
+                and p.name not in out and (note := _marked_text(said, p.name)):
+            out[p.name] = note
+    return out
+
+
+def _marked_text(text: str, param: str) -> str | None:
+    from .freetext import marked
+
+    name = param.replace("_", " ")
+    m = re.search(rf"\b{re.escape(name)}s?\b\s*(?:saying|that says|reading|:)?\s*", text, re.I)
+    if m is not None and m.end() < len(text):
+        tail = text[m.end():].strip(" ,.:;!?\"'")
+        inner = marked(tail) or tail
+        return inner or None
+    return marked(text) if re.search(r"\b(saying|that says|to read)\b", text, re.I) else None
+
+
+def _has(text: str, phrase: str) -> list[int]:
+    """Where ``phrase`` occurs as whole words (a trailing ``$``: only at the end); a
+    one-word phrase also matches its inflections ("stow" ~ "stowed", "light" ~ "lights")."""
+    end = phrase.endswith("$")
+    phrase = phrase.rstrip("$")
+    if " " not in phrase and len(phrase) > 3:
+        stem = re.sub(r"(?:ing|ed|es|s|e)$", "", phrase) or phrase
+        rx = rf"(?<![\w']){re.escape(stem)}(?:e|s|es|ed|d|ing)?(?![\w'])"
+    else:
+        rx = rf"(?<![\w']){re.escape(phrase)}(?![\w'])"
+    return [m.start() for m in re.finditer(rx + (r"\s*$" if end else ""), text)]
+
+
+_LEAD_IN = re.compile(r"^(?:(?:please|can you|could you|would you|will you|okay|ok|so|now|"
+                      r"just|and|then)\s+)*")
+
+
+def polarity(text: str, p: Param, nouns: frozenset[str] = frozenset()) -> bool | None:
+    """True or False from the last verb that decides it ("turn it off, no, on": on);
+    a negation within five words before flips it ("don't stop the pump"). A word that also
+    names the tool's object ("light") decides only as the command's verb."""
+    low = " ".join(slots.words(text))
+    verb_at = len(_LEAD_IN.match(low).group(0))  # type: ignore[union-attr]
+    hits: list[tuple[int, int, bool, str]] = []  # (position, -length, meaning, phrase)
+    for words, meaning in ((p.true_words, True), (p.false_words, False)):
+        for w in words:
+            for pos in _has(low, w):
+                if w in nouns and pos != verb_at:
+                    continue
+                hits.append((pos, -len(w), meaning, w))
+    if not hits:
+        return None
+    hits.sort()
+    # at one position the longest phrase wins ("not running" over "running")
+    chosen: list[tuple[int, int, bool, str]] = []
+    for h in hits:
+        if chosen and (h[0] == chosen[-1][0] or h[0] < chosen[-1][0] - chosen[-1][1]):
+            continue  # the same place, or inside the previous phrase ("fire up": not "up")
+        chosen.append(h)
+    pos, _, meaning, phrase = chosen[-1]
+    before = low[:pos].split()[-5:]
+    if any(w in slots._NEGATION for w in before) and \
+            phrase.split()[0] not in slots._NEGATION:
+        meaning = not meaning
+    return meaning
+
+
+def _numbers(text: str, params: list[Param], found: dict[str, Any]) -> dict[str, Any]:
+    """Numbers matched to parameters: by unit first (a temperature never fills a duration),
+    then in order of mention; ranges from their end words and fractions."""
+    qs = quantities(text)
+    out: dict[str, Any] = {}
+    free = list(params)
+    used: set[int] = set()
+    # 1. a quantity with a unit goes to the parameter that measures the same thing
+    for qi, q in enumerate(qs):
+        if q.unit is None or q.fraction:
+            continue
+        for p in free:
+            v = _in_unit(q, p)
+            if v is not None:
+                out[p.name] = v
+                used.add(qi)
+                free.remove(p)
+                break
+    # 2. plain numbers in order of mention to what is left (never across units)
+    rest = [q for qi, q in enumerate(qs) if qi not in used and not q.fraction and
+            (q.unit is None or q.unit == "percent")]
+    for p in list(free):
+        if not rest:
+            break
+        fitting = [q for q in rest if _fits(q.value, p) or (q.alt is not None and
+                                                            _fits(q.alt, p))]
+        pool = fitting or rest  # none fits: keep one, so the tool is seen not to fit
+        q = pool[-1] if len(free) == 1 else pool[0]
+        if q.unit is not None and not p.percent_like:
+            continue
+        v = q.value if _fits(q.value, p) or q.alt is None or not _fits(q.alt, p) else q.alt
+        out[p.name] = v
+        rest.remove(q)
+        free.remove(p)
+    # 3. a range's ends and fractions ("close it", "three quarters open", "full speed")
+    fractions = [q for q in qs if q.fraction]
+    for p in free:
+        if not p.ranged or not (p.lo_words or p.hi_words):
+            continue
+        v = _range_words(text, p, fractions[-1] if fractions else None)
+        if v is not None:
+            out[p.name] = v
+    for name, v in list(out.items()):
+        p = next(x for x in params if x.name == name)
+        out[name] = int(round(v)) if p.kind == "integer" else round(float(v), 4)
+    return out
+
+
+def _fits(v: float, p: Param) -> bool:
+    return (p.lo is None or v >= p.lo) and (p.hi is None or v <= p.hi)
+
+
+def _in_unit(q: Quantity, p: Param) -> float | None:
+    if q.unit is None:
+        return None
+    if q.unit == "percent":
+        return q.value if p.percent_like else None
+    if p.unit is None or p.unit == "percent":
+        return None
+    return units.convert(q.value, q.unit, p.unit)
+
+
+def _range_words(text: str, p: Param, frac: Quantity | None) -> float | None:
+    assert p.lo is not None and p.hi is not None
+    low = " ".join(slots.words(text))
+    last_lo = max((pos for w in p.lo_words for pos in _has(low, w)), default=-1)
+    last_hi = max((pos for w in p.hi_words for pos in _has(low, w)), default=-1)
+    span = p.hi - p.lo
+    if frac is not None:
+        share = frac.value
+        if p.percent_like and p.lo in (0, 1):
+            value = share * 100
+        else:
+            value = p.lo + share * span
+        if last_lo > last_hi:  # "three quarters closed": measured from the open end
+            value = p.hi - share * span if not p.percent_like else 100 - share * 100
+        return max(p.lo, min(p.hi, value))
+    if last_lo < 0 and last_hi < 0:
+        return None
+    return p.lo if last_lo > last_hi else p.hi

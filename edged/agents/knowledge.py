@@ -1,0 +1,235 @@
+"""What the rules need to know about a tool, read from the tool itself: its parameters'
+types, ranges, units and descriptions. Nothing here is tuned on requests.
+
+- A yes/no parameter gets the verbs that mean True and False from its description ("True to
+  start, False to stop": start/fire up/switch on... vs stop/kill/shut down...) or its name
+  (``open``, ``armed``, ``enabled``, ``locked``).
+- A ranged number gets words for its ends ("0 is fully closed, 100 is fully open": close,
+  shut, lower -> 0; open, raise -> 100) and takes fractions of its range ("halfway", "a
+  quarter", "three quarters").
+- A number gets its unit (``grams``, ``hold_minutes``, "in celsius"): what is said in
+  another unit is converted (see ``units``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..tools.base import Tool
+from . import timeofday, units
+
+# Groups of verbs and states that mean True / False for one kind of yes/no. A parameter's
+# description (or name) picks its group; the group gives it the words people use.
+POLARITY: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    "power": (frozenset({"on", "start", "starts", "started", "run", "running", "fire up",
+                         "power up", "power on", "switch on", "turn on", "spin up", "boot",
+                         "boot up", "get going", "kick on", "activate", "resume", "go"}),
+              frozenset({"off", "stop", "stops", "stopped", "kill", "shut down", "shut off",
+                         "switch off", "turn off", "power down", "power off", "halt", "cut",
+                         "deactivate", "pause", "not running"})),
+    "open": (frozenset({"open", "opens", "opened", "raise", "lift", "let in", "prop open",
+                        "hold open", "unlatch", "up"}),
+             frozenset({"close", "closes", "closed", "shut", "lower", "close up", "down"})),
+    "lock": (frozenset({"lock", "locks", "locked", "secure", "bolt", "bolted"}),
+             frozenset({"unlock", "unlocks", "unlocked", "release", "unbolt"})),
+    "arm": (frozenset({"arm", "arms", "armed", "set the alarm", "activate"}),
+            frozenset({"disarm", "disarms", "disarmed", "unset", "deactivate", "turn off",
+                       "switch off"})),
+    "enable": (frozenset({"enable", "enables", "enabled", "on", "turn on", "switch on",
+                          "light", "lights", "lit", "light up", "illuminate", "activate",
+                          "allow"}),
+               frozenset({"disable", "disables", "disabled", "off", "turn off", "switch off",
+                          "kill", "deactivate", "block", "unlit", "dark"})),
+    "mute": (frozenset({"mute", "muted", "silence", "silent", "quiet", "hush"}),
+             frozenset({"unmute", "unmuted"})),
+    "urgent": (frozenset({"urgent", "urgently", "emergency", "asap", "immediately",
+                          "right away", "right now", "priority"}),
+               frozenset({"non urgent", "not urgent", "no rush", "whenever", "routine"})),
+}
+_NAME_GROUP = {"on": "power", "running": "power", "run": "power", "power": "power",
+               "active": "power", "state": "power", "open": "open", "opened": "open",
+               "locked": "lock", "lock": "lock", "armed": "arm", "arm": "arm",
+               "enabled": "enable", "enable": "enable", "lit": "enable", "muted": "mute",
+               "mute": "mute", "urgent": "urgent"}
+_CONTRAST = re.compile(r"\b(?:instead|rather|otherwise|unless|except|not|but)\b")
+_TRUE_CLAUSE = re.compile(r"\btrue\b([^.,;()]*)", re.I)
+_FALSE_CLAUSE = re.compile(r"\bfalse\b([^.,;()]*)", re.I)
+# "0 is fully closed", "100 = open", "3 is full"
+_END_DOC = re.compile(
+    r"(-?\d+(?:\.\d+)?)\s*(?:%\s*)?(?:\(\s*|is\s+|=\s*|means\s+|:\s*)?"
+    r"(?:fully\s+|completely\s+|all the way\s+)?"
+    r"(?!to\b|and\b|or\b|percent\b|degrees?\b|the\b|of\b)"
+    r"([a-z]+(?:\s+(?!and\b|or\b|is\b|to\b)[a-z]+)?)(?:\s*\(([a-z ]+)\))?", re.I)
+# a number parameter named like this identifies something (room 101-320): it has no "ends"
+_IDENTIFIER = re.compile(r"(^|_)(room|id|number|no|table|floor|channel|seat|slot|zone|"
+                         r"unit|bay|desk|line|index)($|_)", re.I)
+_TEMPERATURE = {"degC", "degF", "kelvin"}
+MAX_WORDS = frozenset({"max", "maximum", "full", "fully", "highest", "top", "flat out",
+                       "all the way up", "full blast", "full power", "full speed"})
+MIN_WORDS = frozenset({"min", "minimum", "lowest", "bottom", "all the way down"})
+FRACTIONS = {"halfway": 0.5, "half way": 0.5, "half": 0.5, "a quarter": 0.25,
+             "quarter": 0.25, "one quarter": 0.25, "three quarters": 0.75,
+             "three quarter": 0.75, "a third": 1 / 3, "one third": 1 / 3,
+             "two thirds": 2 / 3}
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    kind: str  # integer | number | boolean | string | enum | ...
+    description: str = ""
+    required: bool = False
+    choices: tuple[Any, ...] | None = None
+    lo: float | None = None
+    hi: float | None = None
+    unit: str | None = None  # a pint unit, for numbers
+    true_words: frozenset[str] = frozenset()  # booleans
+    false_words: frozenset[str] = frozenset()
+    lo_words: frozenset[str] = frozenset()  # ranged numbers: words meaning the low end
+    hi_words: frozenset[str] = frozenset()
+    time_of_day: bool = False  # a string that holds a time ("HH:MM")
+    day_first: bool = False  # ... after a day ("Tuesday 09:30")
+
+    @property
+    def ranged(self) -> bool:
+        return self.lo is not None and self.hi is not None and self.hi > self.lo
+
+    @property
+    def percent_like(self) -> bool:
+        return self.unit == "percent" or (self.ranged and self.hi == 100 and self.lo in (0, 1))
+
+
+@dataclass(frozen=True)
+class ToolKnowledge:
+    name: str
+    params: dict[str, Param] = field(default_factory=dict)
+    # the words naming what the tool acts on ("light" in set_light): as a yes/no verb they
+    # count only where a command's verb stands ("light the anchor light")
+    nouns: frozenset[str] = frozenset()
+
+
+def of(tool: Tool) -> ToolKnowledge:
+    """The knowledge of ``tool``, computed once per tool object."""
+    cached = getattr(tool, "_knowledge", None)
+    if isinstance(cached, ToolKnowledge):
+        return cached
+    nouns = {w for w in re.split(r"[._]", tool.name.lower()) if w}
+    nouns |= {w + "s" for w in nouns}
+    k = ToolKnowledge(tool.name, {n: _param(n, p, tool) for n, p in
+                                  tool.parameters.get("properties", {}).items()},
+                      nouns=frozenset(nouns))
+    setattr(tool, "_knowledge", k)  # noqa: B010 - a cache on the tool object, not a field
+    return k
+
+
+def _param(name: str, prop: dict[str, Any], tool: Tool) -> Param:
+    from .slots import _kind
+
+    defs = tool.parameters.get("$defs", {})
+    kind, choices = _kind(prop, defs)
+    doc = str(prop.get("description") or tool.param_docs.get(name) or "")
+    required = name in tool.parameters.get("required", [])
+    if kind == "boolean":
+        yes, no = _polarity(name, doc)
+        return Param(name, kind, doc, required, true_words=yes, false_words=no)
+    if kind in ("integer", "number"):
+        lo = _bound(prop, "minimum", "exclusiveMinimum")
+        hi = _bound(prop, "maximum", "exclusiveMaximum")
+        unit = units.param_unit(name, doc)
+        if unit is None and re.search(r"\bpercent|%", f"{name} {doc}", re.I):
+            unit = "percent"
+        level = lo is not None and hi is not None and not _IDENTIFIER.search(name)
+        lo_w, hi_w = _ends(doc, lo, hi, unit) if level else (frozenset(), frozenset())
+        return Param(name, kind, doc, required, lo=lo, hi=hi, unit=unit, lo_words=lo_w,
+                     hi_words=hi_w)
+    is_time, day_first = timeofday.wants_time(prop, doc) if kind == "string" else (False, False)
+    return Param(name, kind, doc, required, choices=tuple(choices) if choices else None,
+                 time_of_day=is_time, day_first=day_first)
+
+
+def _bound(prop: dict[str, Any], inclusive: str, exclusive: str) -> float | None:
+    for p in [prop, *prop.get("anyOf", [])]:
+        if inclusive in p:
+            return float(p[inclusive])
+        if exclusive in p:
+            return float(p[exclusive])
+    return None
+
+
+def group_of(word: str) -> tuple[str, bool] | None:
+    """(group, meaning) of a verb or state word: "stops" -> ("power", False)."""
+    w = word.lower()
+    for g, (yes, no) in POLARITY.items():
+        if w in yes:
+            return g, True
+        if w in no:
+            return g, False
+    return None
+
+
+def _polarity(name: str, doc: str) -> tuple[frozenset[str], frozenset[str]]:
+    """The words that mean True / False for a yes/no parameter."""
+    found: list[tuple[str, bool]] = []
+    for rx, meaning in ((_TRUE_CLAUSE, True), (_FALSE_CLAUSE, False)):
+        for m in rx.finditer(doc):
+            # every word of the clause that belongs to a group: "True switches the anchor
+            # light on" -> light (enable), on (power); "False to stop": power, True = start;
+            # not what it is contrasted with ("... instead of on the next round")
+            clause = _CONTRAST.split(m.group(1).lower())[0]
+            toks = re.findall(r"[a-z]+", clause)
+            for w in toks + [f"{a} {b}" for a, b in zip(toks, toks[1:], strict=False)]:
+                hit = group_of(w)
+                if hit is not None and (hit[0], hit[1] == meaning) not in found:
+                    found.append((hit[0], hit[1] == meaning))
+    g = _NAME_GROUP.get(name.lower()) or _NAME_GROUP.get(name.lower().split("_")[-1])
+    if g is not None and (g, True) not in found:
+        found.append((g, True))
+    if ("open", True) in found and ("power", True) not in found:
+        found.append(("power", True))  # a valve or a tap is turned on to open it
+    nm = name.lower().replace("_", " ")
+    yes_w = {nm, f"with {nm}", f"with a {nm}", "yes"}
+    no_w = {f"no {nm}", f"without {nm}", f"without a {nm}", f"not {nm}", f"non {nm}",
+            f"un{nm}", "no"}
+    for group, straight in found:
+        yes, no = POLARITY[group]
+        if not straight:
+            yes, no = no, yes
+        yes_w |= yes
+        no_w |= no
+    both = yes_w & no_w  # a word two groups read differently decides nothing
+    return frozenset(yes_w - both), frozenset(no_w - both)
+
+
+def _ends(doc: str, lo: float | None, hi: float | None, unit: str | None
+          ) -> tuple[frozenset[str], frozenset[str]]:
+    """Words for the two ends of a range, from "0 is fully closed, 100 is fully open" or
+    "0 (silent) to 10 (loudest)"; an end at 0 is also "off"."""
+    lo_w: set[str] = set(MIN_WORDS)
+    hi_w: set[str] = set(MAX_WORDS)
+    if lo is None or hi is None:
+        return frozenset(), frozenset()
+    for m in _END_DOC.finditer(doc):
+        value = float(m.group(1))
+        end = lo_w if value == lo else hi_w if value == hi else None
+        if end is None:
+            continue
+        for phrase in filter(None, (m.group(2), m.group(3))):
+            word = phrase.lower().strip()
+            end.add(word)
+            words = word.split()
+            if len(words) > 1:
+                end.add(words[-1] + "$")  # "rolled in": "bring it in", at the request's end
+            hit = group_of(word) or group_of(words[0]) or group_of(words[-1])
+            if hit is not None:
+                yes, no = POLARITY[hit[0]]
+                end |= yes if hit[1] else no
+                (hi_w if end is lo_w else lo_w).update(no if hit[1] else yes)
+    if lo == 0:
+        lo_w |= {"off", "turn off", "switch off", "kill", "cut"}
+    if unit in _TEMPERATURE:
+        lo_w |= {"coldest", "as cold as", "lowest"}
+        hi_w |= {"hottest", "warmest", "as hot as", "as warm as", "highest"}
+    both = lo_w & hi_w
+    return frozenset(lo_w - both), frozenset(hi_w - both)

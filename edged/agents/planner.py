@@ -1,0 +1,422 @@
+"""Planning: which tool(s) a request asks for, and their arguments by rule or by a narrow
+model question.
+
+1. Split a compound request ("lights on and heating to 21") where each part stands alone.
+2. Choose the tool by embeddings (centroids of each tool's description + examples); below a
+   threshold there is no tool; when the best two are close, the candidate whose arguments the
+   rules can fill wins, else the model picks among them (a constrained choice).
+3. Fill arguments by rules (``fill``: choices, numbers with units, yes/no from the tool's own
+   verbs, range ends and fractions, free text); ask the model only for what is left, under a
+   JSON schema whose strings can only be spans of the request and whose numbers can only be
+   the numbers said; a choice or a yes/no the user did not say is asked, never guessed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable
+from typing import Any
+
+from ..models import GenerationRequest, ModelError, ModelUnavailable
+from ..models.pool import ModelPool
+from ..tools.base import ArgumentError, Tool
+from . import fill, freetext, knowledge, slots
+from .selector import CentroidIndex, Ranking, lead_word, tool_leads
+
+log = logging.getLogger("edged.agents")
+
+# one step of a plan: (the request's part, its tool, the arguments or None when the model
+# must fill some, the ranking that chose the tool)
+Step = tuple[str, Tool, dict[str, Any] | None, Ranking]
+
+_SPLIT = re.compile(r"\s*(?:,?\s+and then\s+|,?\s+then\s+|,?\s+and also\s+|"
+                    r",?\s+and\s+(?!a half|a quarter|an? \w+ and)|;\s*)", re.I)
+# A tool without required arguments has nothing to confirm the choice: it needs a closer
+# match ("ignore your instructions" must not cancel a timer).
+NO_ARGS_MIN_SCORE = 0.38
+# Below this score a tool must be named by the request: one of its own words (name,
+# description) or a value of one of its choices; a wrong call is worse than a question.
+GROUNDED_BELOW = 0.45
+# Candidates this close to the best are told apart by what the request fills.
+EVIDENCE_MARGIN = 0.12
+# Splitting a request into several commands needs every part to be a clear command.
+SPLIT_MIN_SCORE = 0.5
+
+
+class WantsCloud(Exception):
+    """The small model chose "escalate" among close candidates."""
+
+
+class Planner:
+    """The rules pipeline of one agent over its visible tools."""
+
+    def __init__(self, tools: dict[str, Tool], index: CentroidIndex, *,
+                 pool: ModelPool | None, model: str | None,
+                 model_for: Callable[[str], str] | None = None,
+                 cloud_pick: bool = False) -> None:
+        self.tools = tools
+        self.index = index
+        self.pool = pool
+        self.model = model
+        self._model_for = model_for
+        self.cloud_pick = cloud_pick  # the model may answer "escalate" among close tools
+        self._fill_cache: dict[tuple[str, str], dict[str, Any]] = {}
+
+    async def plan(self, text: str) -> list[Step]:
+        """One step per independent command; None args: the model must fill some."""
+        parts = [p for p in _SPLIT.split(text) if p.strip()]
+        if len(parts) > 1:
+            steps: list[Step] = []
+            for p in parts:
+                step = await self.step(p)
+                if step is None or step[2] is None or \
+                        step[3].choices[0].score < SPLIT_MIN_SCORE:
+                    steps = []
+                    break  # not separable ("kitchen and bedroom lights"): one command
+                steps.append(step)
+            if steps:
+                return steps
+        step = await self.step(text)
+        return [step] if step else []
+
+    async def step(self, text: str) -> Step | None:
+        ranking = await self.index.rank(text, list(self.tools))
+        if slots.is_question(text):
+            ranking = ranking.penalise({n for n, t in self.tools.items() if _changes_state(t)},
+                                       0.25)
+        if ranking.best is None:
+            return None
+        question = slots.is_question(text)
+        if (picked_step := self._by_evidence(text, ranking)) is not None:
+            return picked_step
+        candidates = ranking.choices[:3] if ranking.ambiguous else ranking.choices[:1]
+        if ranking.ambiguous:
+            names = [c.name for c in candidates if c.score >= ranking.threshold]
+            lead = lead_word(text)
+            by_verb = [n for n in names if lead in tool_leads(self.tools[n])]
+            # the request's verb names exactly one candidate: trust it over the model
+            picked = by_verb[0] if len(by_verb) == 1 else await self.model_pick(text, names)
+            score = next((c.score for c in candidates if c.name == picked), 0.0)
+            if picked is not None and (score >= GROUNDED_BELOW or self.grounded(
+                    text, self.tools[picked])) and not (
+                    question and _changes_state(self.tools[picked])):
+                tool = self.tools[picked]
+                return text, tool, self.rule_args(text, tool), ranking
+        first: Step | None = None
+        if not ranking.ambiguous and self.rules_contradict(text, self.tools[candidates[0].name]):
+            # what was said does not fit the best tool at all ("4471 degrees"): the next
+            # candidates get their chance
+            candidates = ranking.choices[:3]
+        off = _switches_off(text)
+        for c in candidates:
+            tool = self.tools[c.name]
+            args = self.rule_args(text, tool)
+            if c.score < ranking.threshold:
+                break
+            if question and _changes_state(tool):
+                continue  # a question never changes anything ("is the back door locked")
+            if c.score < GROUNDED_BELOW and not self.grounded(text, tool):
+                continue  # a weak match that names nothing of the tool's: no call
+            if self.rules_contradict(text, tool):
+                continue
+            if off and not _can_switch_off(tool):
+                continue  # "kill the irrigation" never starts a watering
+            if not tool.parameters.get("required") and c.score < NO_ARGS_MIN_SCORE:
+                continue  # nothing in the request confirms a tool without arguments
+            if args is not None:
+                return text, tool, args, ranking
+            first = first or (text, tool, None, ranking)
+        return first
+
+
+    def _by_evidence(self, text: str, ranking: Ranking) -> Step | None:
+        """Tools that sound alike (a valve and a watering zone; a preheat and a fridge) are
+        told apart by what the request fills: among the candidates close to the best, one
+        that takes more of what was said wins."""
+        best = ranking.choices[0].score
+        close = [c for c in ranking.choices[:3] if c.score >= ranking.threshold
+                 and best - c.score < EVIDENCE_MARGIN]
+        if len(close) < 2:
+            return None
+        tools = [self.tools[c.name] for c in close]
+        ev = {t.name: self.evidence(text, t, [r for r in tools if r is not t]) for t in tools}
+        top = max(ev.values())
+        leaders = [c for c in close if ev[c.name] == top]
+        if len(leaders) != 1 or top <= ev[close[0].name]:
+            return None
+        tool = self.tools[leaders[0].name]
+        if self.rules_contradict(text, tool) or (
+                leaders[0].score < GROUNDED_BELOW and not self.grounded(text, tool)):
+            return None
+        args = self.rule_args(text, tool)
+        return (text, tool, args, ranking) if args is not None else None
+
+    def evidence(self, text: str, tool: Tool, rivals: list[Tool] | None = None) -> int:
+        """How much of the request ``tool`` takes: each argument the rules found said in it
+        (not one only implied, like "on" with a level), a unit said that one of its
+        parameters is in (less each unit none of them takes), and each word of its own
+        (name, description) that the request uses and its rivals do not have."""
+        said = fill.mend(text)
+        found = self.filled(text, tool)
+        info = knowledge.of(tool)
+        score = 0
+        for name in found:
+            p = info.params.get(name)
+            if p is None:
+                continue
+            if p.kind == "boolean" and fill.polarity(said, p, info.nouns) is None:
+                continue  # implied, not said
+            score += 1
+        units_ = {p.unit for p in info.params.values() if p.unit and p.unit != "percent"}
+        for q in fill.quantities(said):
+            if q.unit is None or q.unit == "percent":
+                continue
+            if any(fill.units.convert(1.0, q.unit, u) is not None for u in units_):
+                score += 1
+            else:
+                score -= 1
+        if rivals:
+            own = _vocabulary(tool) - set().union(*(_vocabulary(r) for r in rivals))
+            score += len(own & set(slots.words(said)))
+        return score
+
+    def grounded(self, text: str, tool: Tool) -> bool:
+        """The request names something of the tool's: a word of its name or description
+        (not a common verb), or a choice value or alias it fills."""
+        said = {_stem(w) for w in slots.words(fill.mend(text))}
+        if {_stem(w) for w in _vocabulary(tool) - _COMMON_VERBS} & said:
+            return True
+        info = knowledge.of(tool)
+        found = self.filled(text, tool)
+        return any(info.params[k].choices for k in found if k in info.params)
+
+    async def model_pick(self, text: str, names: list[str]) -> str | None:
+        """The best two are close: let the model choose among them (a constrained choice).
+        (Offered "none of these", the 135M model took it for right answers too: the choice
+        is checked against the request's words instead, see ``grounded``.)"""
+        if len(names) < 2 or self.pool is None or self.model is None:
+            return None
+        cloud = self.cloud_pick
+        options = "\n".join(f"- {n}: {self.tools[n].description}" for n in names)
+        if cloud:
+            options += "\n- escalate: none of these; ask a bigger model"
+        prompt = (f"Pick the action that does what the request asks.\n{options}\n"
+                  f"Request: {text}\nAction: ")
+        model = self._model_for(self.model) if self._model_for else self.model
+        try:
+            gen = await self.pool.generate(model, GenerationRequest(
+                prompt=prompt, json_schema={"enum": names + (["escalate"] if cloud else [])},
+                max_tokens=24, temperature=0.0))
+            choice = json.loads(gen.text)
+        except ModelUnavailable:
+            raise
+        except (ModelError, ValueError) as e:
+            log.warning("model rerank failed: %s", e)
+            return None
+        if choice == "escalate" and cloud:
+            raise WantsCloud()
+        return choice if choice in names else None
+
+    def filled(self, text: str, tool: Tool) -> dict[str, Any]:
+        """What the rules find for ``tool`` in ``text``, computed once per pair (a request
+        asks several times: contradiction check, rule arguments, model arguments, spans)."""
+        key = (text, tool.name)
+        found = self._fill_cache.get(key)
+        if found is None:
+            if len(self._fill_cache) > 256:
+                self._fill_cache.clear()
+            found = self._fill_cache[key] = fill.fill(text, tool)
+        return dict(found)
+
+    def rules_contradict(self, text: str, tool: Tool) -> bool:
+        """The values the rules found break the tool's schema (out of range, wrong type)."""
+        found = self.filled(text, tool)
+        props = tool.parameters.get("properties", {})
+        for name, value in found.items():
+            prop = props.get(name, {})
+            lo, hi = prop.get("minimum"), prop.get("maximum")
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and (
+                    (lo is not None and value < lo) or (hi is not None and value > hi)):
+                return True
+        return False
+
+    def rule_args(self, text: str, tool: Tool) -> dict[str, Any] | None:
+        """Arguments from the rules alone, or None when a required one is still open."""
+        found = self.filled(text, tool)
+        required = tool.parameters.get("required", [])
+        if all(r in found for r in required):
+            try:
+                tool.validate(found)
+            except ArgumentError:
+                return None
+            return found
+        return None
+
+    async def model_args(self, text: str, tool: Tool) -> dict[str, Any] | str:
+        """Ask the model for the open arguments under a narrow schema, or a question."""
+        known = self.filled(text, tool)
+        props = tool.parameters.get("properties", {})
+        missing = [r for r in tool.parameters.get("required", []) if r not in known]
+        if self.pool is None or self.model is None:
+            return f"Which {', '.join(missing)} do you mean?"
+        properties: dict[str, dict[str, Any]] = {}
+        schema: dict[str, Any] = {"type": "object", "properties": properties,
+                                  "required": missing, "additionalProperties": False}
+        spans = _spans(text)
+        numbers = slots.parse_numbers(text)
+        for m in missing:
+            kind, choices = slots._kind(props[m], tool.parameters.get("$defs", {}))
+            if choices or kind == "boolean":
+                # never guess a choice or a yes/no the user did not say: ask instead
+                what = props[m].get("description") or m
+                return f"Which {m} do you mean? ({what.rstrip('.')})" if choices is None else \
+                    f"Which {m} do you mean: {', '.join(map(str, choices))}?"
+            if kind in ("integer", "number"):
+                if not numbers:  # no number was said: never invent one
+                    what = (props[m].get("description") or "").rstrip(".")
+                    return f"Which {m} do you mean?" + (f" ({what})" if what else "")
+                properties[m] = {"enum": [int(n) if kind == "integer" else n
+                                          for n in numbers]}
+            elif kind == "string":
+                properties[m] = {"enum": spans} if spans else {"type": "string",
+                                                                "maxLength": 60}
+            else:
+                return f"I can't work out {m} for {tool.short_name}; please say it plainly."
+        # free text first by rule: the request minus the tool's carrier words
+        for m in list(missing):
+            if slots._kind(props[m], tool.parameters.get("$defs", {}))[0] == "string":
+                span = freetext.span(text, tool, m, known)
+                if span:
+                    known[m] = span
+                    missing.remove(m)
+                    properties.pop(m, None)
+                    schema["required"] = missing
+        if not missing:
+            try:
+                tool.validate(known)
+                return known
+            except ArgumentError:
+                return f"Sorry, I couldn't work out the arguments for {tool.short_name}."
+        prompt = _few_shot(tool, missing, text)
+        model = self._model_for(self.model) if self._model_for else self.model
+        try:
+            gen = await self.pool.generate(model, GenerationRequest(
+                prompt=prompt, json_schema=schema, max_tokens=96, temperature=0.0))
+            filled = json.loads(gen.text)
+        except ModelUnavailable:
+            raise
+        except (ModelError, ValueError) as e:
+            log.warning("argument model failed for %s: %s", tool.name, e)
+            return f"Sorry, which {', '.join(missing)} do you mean?"
+        args = {**known, **{k: v for k, v in filled.items() if k in missing}}
+        try:
+            tool.validate(args)
+        except ArgumentError:
+            return f"Sorry, which {', '.join(missing)} do you mean?"
+        return args
+
+
+
+def valid(tool: Tool, args: dict[str, Any]) -> bool:
+    try:
+        tool.validate(args)
+    except ArgumentError:
+        return False
+    return True
+
+
+_STOP = {"the", "a", "an", "and", "or", "of", "to", "in", "on", "at", "for", "with", "from",
+         "by", "it", "its", "is", "are", "be", "this", "that", "set", "get", "turn", "true",
+         "false", "room"}
+
+
+_COMMON_VERBS = {"turn", "turns", "switch", "switches", "make", "makes", "start", "starts",
+                 "stop", "stops", "open", "opens", "close", "closes", "send", "sends", "book",
+                 "books", "add", "adds", "put", "puts", "check", "checks", "tell", "tells",
+                 "give", "gives", "take", "takes", "keep", "keeps", "show", "shows", "read",
+                 "reads", "change", "changes", "new", "next", "current", "level", "levels",
+                 "value", "values", "time", "times", "one", "all", "some", "any", "how",
+                 "what", "when", "where", "which", "your", "their", "there", "here", "now"}
+
+
+def _stem(word: str) -> str:
+    return re.sub(r"(?:ping|ing|ed|es|s)$", "", word) if len(word) > 4 else word
+
+
+def _vocabulary(tool: Tool) -> set[str]:
+    """The words a tool is known by: its name's, its description's and its examples',
+    with plurals."""
+    words = set(re.split(r"[._]", tool.name.lower())) | set(slots.words(tool.description))
+    for utterance, _ in tool.example_pairs():
+        words |= set(slots.words(utterance))
+    words = {w for w in words if len(w) > 2 and w not in _STOP}
+    return words | {w[:-1] for w in words if w.endswith("s")} | {w + "s" for w in words}
+
+
+_QUERY_VERBS = {"get", "gets", "read", "reads", "show", "shows", "list", "lists", "report",
+                "reports", "return", "returns", "look", "looks", "tell", "tells", "check",
+                "checks", "query", "fetch", "fetches", "what", "find", "search", "recall"}
+
+
+_OFF_VERBS = re.compile(r"^(?:(?:please|can you|could you|okay|ok|so|now|just)\s+)*"
+                        r"(?:stop|kill|halt|cancel|end|abort|disable|turn off|switch off|"
+                        r"shut off|shut down|close|shut)\b", re.I)
+_OFF_TOOL_VERBS = {"stop", "cancel", "close", "disable", "delete", "remove", "clear", "end",
+                   "unset", "disarm", "unlock", "lock", "turn", "switch", "abort", "halt"}
+
+
+def _switches_off(text: str) -> bool:
+    """The command's verb stops, closes or cancels something."""
+    return bool(_OFF_VERBS.match(fill.mend(text)))
+
+
+def _can_switch_off(tool: Tool) -> bool:
+    """The tool can do what an "off" command asks: a yes/no to say no with, a level with an
+    off end, or a name that stops or cancels."""
+    info = knowledge.of(tool)
+    if any(p.kind == "boolean" or p.lo_words for p in info.params.values()):
+        return True
+    return tool.short_name.split("_")[0] in _OFF_TOOL_VERBS
+
+
+def _changes_state(tool: Tool) -> bool:
+    """Everything but a lookup changes things: a tool is a lookup when its name or its
+    description starts with a reading verb (get, read, list, check - not "check in")."""
+    props = tool.parameters.get("properties", {})
+    req = tool.parameters.get("required", [])
+    if any(slots._kind(props[r], tool.parameters.get("$defs", {}))[0] == "boolean"
+           for r in req if r in props):
+        return True
+    name = tool.short_name.split("_")
+    desc = slots.words(tool.description)[:2]
+    for first in (name, desc):
+        if first and first[0] in _QUERY_VERBS and first[1:2] != ["in"]:
+            return False
+    return True
+
+
+
+def _spans(text: str, max_words: int = 8) -> list[str]:
+    """Every run of up to ``max_words`` words of the request: what a free string may be."""
+    toks = re.findall(r"[\w'%.-]+", text)
+    out: list[str] = []
+    for i in range(len(toks)):
+        for j in range(i + 1, min(len(toks), i + max_words) + 1):
+            s = " ".join(toks[i:j])
+            if s not in out:
+                out.append(s)
+    return out[:200]
+
+
+def _few_shot(tool: Tool, missing: list[str], text: str) -> str:
+    lines = [f"Tool: {tool.name}: {tool.description}", "Fill in the missing values."]
+    for utterance, args in tool.example_pairs():
+        if args and all(m in args for m in missing):
+            lines.append(f"Request: {utterance}\nValues: "
+                         f"{json.dumps({m: args[m] for m in missing})}")
+    lines.append(f"Request: {text}\nValues: ")
+    return "\n".join(lines)
+
+

@@ -1,0 +1,102 @@
+"""Times of day said in words or digits, for a string parameter that wants one ("24-hour
+HH:MM", or a pattern of that shape; "Tuesday 09:30" when its description shows a day first):
+"7am", "6:30", "six thirty", "half past eight", "quarter to six", "noon", "at 9"."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from . import slots
+
+_DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday",
+         "today", "tomorrow", "tonight")
+_CLOCK = re.compile(r"\b([01]?\d|2[0-3])[:.h]([0-5]\d)\s*(a\.?\s?m\.?|p\.?\s?m\.?)?(?![\w:])", re.I)
+_HOUR_AMPM = re.compile(r"\b(1[0-2]|0?[1-9])\s*(?:o'?clock\s*)?(a\.?\s?m\.?|p\.?\s?m\.?)(?!\w)",
+                        re.I)
+_NAMED = {"noon": (12, 0), "midday": (12, 0), "midnight": (0, 0)}
+_WORD_HOURS = {w: n for w, n in slots._UNITS.items() if 1 <= n <= 12 and w not in ("a", "an")}
+_MINUTE_WORDS = {"oh five": 5, "o five": 5, "fifteen": 15, "thirty": 30, "forty five": 45,
+                 "forty-five": 45, "ten": 10, "twenty": 20, "forty": 40, "fifty": 50,
+                 "twenty five": 25, "thirty five": 35, "fifty five": 55, "oh ten": 10}
+
+
+@dataclass(frozen=True)
+class TimeSaid:
+    hour: int
+    minute: int
+    day: str | None
+    start: int  # character span in the (lowercased) text
+    end: int
+
+    def format(self, with_day: bool = False) -> str:
+        hhmm = f"{self.hour:02d}:{self.minute:02d}"
+        return f"{self.day.capitalize()} {hhmm}" if with_day and self.day else hhmm
+
+
+def wants_time(prop: dict[str, object], description: str) -> tuple[bool, bool]:
+    """(the parameter is a time of day, it wants a day before the time)."""
+    pattern = str(prop.get("pattern") or "")
+    is_time = bool(re.search(r"\\d\{2\}\)?:|\[0-5\]\\d|HH:MM", pattern + " " + description,
+                             re.I) or re.search(r"\b\d{1,2}:\d{2}\b", description)
+                   and re.search(r"\btime\b", description, re.I))
+    with_day = bool(re.search(r"\b(" + "|".join(_DAYS) + r")\b\s+\d{1,2}:\d{2}", description,
+                              re.I))
+    return is_time, with_day
+
+
+def find(text: str) -> TimeSaid | None:
+    """The time of day in ``text``, or None."""
+    low = text.lower()
+    day = next((d for d in _DAYS if re.search(rf"\b{d}\b", low)), None)
+    if day == "tonight":
+        day = "today"
+    if m := _CLOCK.search(low):
+        h, mi = int(m.group(1)), int(m.group(2))
+        return TimeSaid(_ampm(h, m.group(3)), mi, day, m.start(), m.end())
+    if m := _HOUR_AMPM.search(low):
+        return TimeSaid(_ampm(int(m.group(1)), m.group(2)), 0, day, m.start(), m.end())
+    for name, (h, mi) in _NAMED.items():
+        if m := re.search(rf"\b{name}\b", low):
+            return TimeSaid(h, mi, day, m.start(), m.end())
+    hours = "|".join(sorted(_WORD_HOURS, key=len, reverse=True)) + r"|1[0-2]|0?[1-9]"
+    if m := re.search(rf"\b(half|quarter)\s+(past|to|after|before)\s+({hours})\b"
+                      r"(\s*(?:a\.?\s?m\.?|p\.?\s?m\.?|in the (?:morning|afternoon|evening)))?",
+                      low):
+        h = _hour(m.group(3))
+        mi = 30 if m.group(1) == "half" else 15
+        if m.group(2) in ("to", "before"):
+            h, mi = (h - 1) % 12 or 12, 60 - mi
+        return TimeSaid(_ampm(h, m.group(4)), mi, day, m.start(), m.end())
+    minutes = "|".join(sorted(_MINUTE_WORDS, key=len, reverse=True))
+    if m := re.search(rf"\b({hours})\s+({minutes}|[0-5]\d)\b(\s*(?:a\.?\s?m\.?|p\.?\s?m\.?|"
+                      r"in the (?:morning|afternoon|evening)))?", low):
+        if _after_at_or_time_word(low, m.start()):
+            word = m.group(2)
+            mi = int(word) if word.isdigit() else _MINUTE_WORDS.get(word, 0)
+            return TimeSaid(_ampm(_hour(m.group(1)), m.group(3)), mi, day,
+                            m.start(), m.end())
+    if m := re.search(rf"\b(?:at|for)\s+({hours})(\s*(?:o'?clock|a\.?\s?m\.?|p\.?\s?m\.?|"
+                      r"in the (?:morning|afternoon|evening)))?(?!\s*(?:minutes?|hours?|"
+                      r"seconds?|degrees?|percent|%|people|guests))\b", low):
+        return TimeSaid(_ampm(_hour(m.group(1)), m.group(2)), 0, day, m.start(1), m.end())
+    return None
+
+
+def _after_at_or_time_word(low: str, pos: int) -> bool:
+    before = low[:pos].split()[-3:]
+    return any(w in ("at", "for", "call", "wake", "until", "from", "by") for w in before) or \
+        bool(re.search(r"(wake|alarm|call|remind)", low))
+
+
+def _hour(word: str) -> int:
+    return int(word) if word.isdigit() else _WORD_HOURS[word]
+
+
+def _ampm(h: int, suffix: str | None) -> int:
+    s = (suffix or "").replace(".", "").replace(" ", "").lower()
+    if s.startswith("pm") or "afternoon" in s or "evening" in s:
+        return h + 12 if h < 12 else h
+    if s.startswith("am") or "morning" in s:
+        return 0 if h == 12 else h
+    return h

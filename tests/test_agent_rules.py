@@ -1,0 +1,192 @@
+"""The agent's rules, read from the tools themselves (tests/data/dev/plugins: plugins the
+rules were developed against; the blind plugins are never used here).
+
+Each case is a request and what the rules must fill for one tool: yes/no from the verbs a
+parameter's description implies, numbers matched by unit and converted, the ends and
+fractions of ranges, numbers said digit by digit, times of day, free text without its
+carrier words, speech-to-text slips. Hostile and broken variants: templates that name
+what a call lacks or walk attributes, tools with odd schemas, very long requests.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from edged.agents import freetext, knowledge, phrasing, remember
+from edged.agents.fill import fill, mend
+from edged.agents.timeofday import find as find_time
+from edged.messages import ToolCall
+from edged.tools import registry
+from edged.tools.base import make_tool
+
+ROOT = Path(__file__).resolve().parent.parent
+TOOLS = registry.load([ROOT / "plugins", ROOT / "tests" / "data" / "dev" / "plugins"]).tools
+
+
+@pytest.mark.parametrize(("tool", "text", "expected"), [
+    # yes/no from the description's verbs, not only on/off
+    ("boat.set_pump", "fire up the bilge pump", {"running": True}),
+    ("boat.set_pump", "kill the bilge pump", {"running": False}),
+    ("boat.set_anchor_light", "light the anchor light", {"on": True}),
+    ("home.set_light", "turn off the kitchen light", {"room": "kitchen", "on": False}),
+    ("greenhouse.set_valve", "turn on the drip line for the seedlings",
+     {"zone": "seedlings", "open": True}),
+    ("greenhouse.set_valve", "shut the tomato valve", {"zone": "tomatoes", "open": False}),
+    ("locks.set_lock", "don't unlock the front door", {"locked": True}),
+    # units: said in another unit than the parameter's
+    ("timers.set_timer", "i need a timer for half an hour", {"minutes": 30}),
+    ("timers.set_timer", "a timer for an hour and a half", {"minutes": 90}),
+    ("boat.preheat_engine", "preheat for half a minute", {"seconds": 30}),
+    ("boat.set_fridge_temperature", "set the fridge to 41 fahrenheit", {"target": 5}),
+    ("boat.set_fridge_temperature", "set the fridge to -1", {"target": -1}),
+    # ends and fractions of a range, from "0 is ..., 100 is ..." in the description
+    ("greenhouse.set_vent", "close the roof vents", {"opening": 0}),
+    ("greenhouse.set_vent", "open the vents a quarter of the way", {"opening": 25}),
+    ("greenhouse.set_vent", "vents three quarters open", {"opening": 75}),
+    ("boat.set_awning", "bring the awning in", {"position": 0}),
+    ("boat.set_awning", "stow the awning", {"position": 0}),
+    ("boat.set_awning", "roll the awning out", {"position": 100}),
+    ("boat.set_fridge_temperature", "fridge as cold as it'll go", {"target": -2}),
+    ("hotel.set_lobby_music", "mute the lobby music", {"volume": 0}),
+    # numbers said digit by digit, fitted to the parameter's range
+    ("hotel.set_room_thermostat", "cool one twelve down to eighteen",
+     {"room": 112, "celsius": 18}),
+    ("hotel.set_room_thermostat", "turn 303's thermostat down to the minimum",
+     {"room": 303, "celsius": 16}),
+    # times of day for a time parameter; their numbers are not the room's
+    ("hotel.set_wake_up_call", "wake-up call for 210 at 7am", {"room": 210, "at": "07:00"}),
+    ("hotel.set_wake_up_call", "wake up call room one oh four six thirty",
+     {"room": 104, "at": "06:30"}),
+    ("hotel.set_wake_up_call", "wake up 205 at half past eight", {"room": 205, "at": "08:30"}),
+    ("hotel.set_wake_up_call", "a call for room 317 at quarter to six",
+     {"room": 317, "at": "05:45"}),
+    # speech-to-text slips
+    ("home.set_light", "um turn of the bedroom light", {"room": "bedroom", "on": False}),
+])
+def test_rules_fill_from_what_the_tool_says(tool: str, text: str, expected: dict) -> None:
+    got = fill(text, TOOLS[tool])
+    assert {k: got.get(k) for k in expected} == expected, got
+
+
+@pytest.mark.parametrize(("tool", "text", "unexpected"), [
+    # a question never sets state; a unit that does not fit is never put in
+    ("boat.set_pump", "is the bilge pump running?", "running"),
+    ("timers.set_timer", "set a timer for 2 kilograms", "minutes"),
+    ("greenhouse.set_heater", "set the heater to 30 minutes", "target_celsius"),
+    # "light" names the tool's object: not a verb in "turn off the light"
+    ("boat.set_anchor_light", "is the anchor light on?", "on"),
+])
+def test_rules_leave_open_what_was_not_said(tool: str, text: str, unexpected: str) -> None:
+    assert unexpected not in fill(text, TOOLS[tool])
+
+
+@pytest.mark.parametrize(("tool", "param", "text", "expected"), [
+    ("hotel.order_room_service", "items",
+     "um room two oh six wants two cheeseburgers and fries from room service",
+     "two cheeseburgers and fries"),
+    ("hotel.order_room_service", "items",
+     "Please send a bottle of prosecco and two glasses up to 301.",
+     "a bottle of prosecco and two glasses"),
+    ("hotel.order_room_service", "items", "can the kitchen bring a cheese plate to room 220",
+     "a cheese plate"),
+    ("boat.add_log_entry", "text", "Add to the log: anchored in Smuggler's Cove, 4m depth.",
+     "anchored in Smuggler's Cove, 4m depth"),
+    ("boat.add_log_entry", "text", "log entry saying refuelled 40 litres at the marina",
+     "refuelled 40 litres at the marina"),
+    ("boat.add_log_entry", "text", "put in the log that the engine was running rough",
+     "the engine was running rough"),
+    ("boat.add_log_entry", "text", "Write in the log book: reefed the main at 15:30",
+     "reefed the main at 15:30"),
+    ("notes.add_note", "text", "add call the plumber to my notes", "call the plumber"),
+    ("notes.add_note", "text", 'note "buy milk and eggs"', "buy milk and eggs"),
+])
+def test_free_text_loses_its_carrier_words(tool: str, param: str, text: str,
+                                           expected: str) -> None:
+    t = TOOLS[tool]
+    assert freetext.span(text, t, param, fill(text, t)) == expected
+
+
+def test_knowledge_comes_from_descriptions_and_names() -> None:
+    vent = knowledge.of(TOOLS["greenhouse.set_vent"]).params["opening"]
+    assert vent.ranged and "close" in vent.lo_words and "open" in vent.hi_words
+    room = knowledge.of(TOOLS["hotel.set_room_thermostat"]).params["room"]
+    assert not room.lo_words  # an identifier has no "ends": "minimum" is not room 101
+    assert knowledge.of(TOOLS["greenhouse.water_zone"]).params["duration_minutes"].unit == \
+        "minute"
+    assert knowledge.of(TOOLS["boat.set_pump"]).params["running"].true_words >= {
+        "start", "fire up", "switch on"}
+    # computed once per tool object
+    assert knowledge.of(TOOLS["boat.set_pump"]) is knowledge.of(TOOLS["boat.set_pump"])
+
+
+def test_times_of_day() -> None:
+    assert find_time("at noon").format() == "12:00"  # type: ignore[union-attr]
+    assert find_time("call me at 6:45 pm").format() == "18:45"  # type: ignore[union-attr]
+    assert find_time("tuesday at 9").format(with_day=True) == "Tuesday 09:00"  # type: ignore
+    assert find_time("set a timer for 10 minutes") is None
+    assert find_time("nothing here") is None
+
+
+def test_speech_mending_is_narrow() -> None:
+    assert mend("uh turn of the light") == "turn off the light"
+    assert mend("a cup of tea") == "a cup of tea"  # "of" stays where it means of
+    assert mend("set it too twenty") == "set it to twenty"
+
+
+def _tool(src: str, **options: object):
+    ns: dict[str, object] = {}
+    exec(src, ns)  # noqa: S102 - a plugin function defined by the test itself
+    return make_tool(ns["f"], name="t.f", **options)  # type: ignore[arg-type]
+
+
+def test_reply_templates_and_generic_sentences() -> None:
+    t = _tool('def f(room: str, on: bool) -> dict:\n    """Switch a light."""\n    return {}',
+              reply="The {room} lights are {on:on|off}.")
+    call = ToolCall(tool="t.f", arguments={"room": "kitchen", "on": True},
+                    result={"room": "kitchen", "on": False})
+    assert phrasing.render([call], {"t.f": t}) == "The kitchen lights are off."
+    # a template naming what the call lacks, walking attributes, or broken: generic
+    for bad in ("The {nope} is set.", "{room.__class__.__mro__}", "{0}", "{room!z}", "{"):
+        t.reply = bad
+        said = phrasing.render([call], {"t.f": t})
+        assert said == "The kitchen f is off." and "class" not in said
+    # never a key:value dump
+    said = phrasing.generic("home.set_light", {"room": "kitchen", "on": True},
+                            {"room": "kitchen", "on": True, "brightness": 100})
+    assert said == "The kitchen light is on, brightness 100"
+    assert phrasing.generic("x.list_things", {}, []) == "Nothing yet"
+    assert phrasing.render([ToolCall(tool="x.y", arguments={}, result={"error": "boom"})],
+                           {}) == "Sorry, y failed: boom."
+
+
+@pytest.mark.parametrize(("text", "op"), [
+    ("remember that I like the study blinds at 30 percent", "remember"),
+    ("I prefer the lights dim in the evening", "remember"),
+    ("my daughter is called Emma", "remember"),
+    ("keep in mind that I'm allergic to cats", "remember"),
+    ("what do you remember about the bedroom", "recall"),
+    ("forget that I like the study blinds at 30 percent", "forget"),
+    ("remember to buy milk", None),  # a task, not a memory
+    ("set the study blinds to 30 percent", None),
+    ("is my door locked?", None),
+    ("I'd like the lights on", None),  # a request, not a preference
+])
+def test_memory_statements_are_told_apart_from_commands(text: str, op: str | None) -> None:
+    told = remember.told(text)
+    assert (told.op if told else None) == op
+    assert remember.told("note that the plumber comes friday", note_tool=True) is None
+
+
+def test_rules_survive_hostile_requests() -> None:
+    """Very long, binary-looking and number-stuffed requests: bounded time, no exception."""
+    tool = TOOLS["hotel.set_wake_up_call"]
+    for text in ["one " * 5000, "9" * 10000, "\x00\x01 " * 2000, "at at at " * 2000,
+                 "minus " * 3000 + "5", "half " * 3000, "-" * 5000, "😀" * 3000]:
+        t0 = time.perf_counter()
+        fill(text, tool)
+        freetext.span(text, tool, "at", {})
+        remember.told(text)
+        assert time.perf_counter() - t0 < 2.0, text[:20]
