@@ -66,6 +66,15 @@ default_agent = "house"
 dirs = [{plugins}]
 """
 
+# A blind set's agent: the held-out plugin's tools only (no memory or clock tools), and the
+# default agent (no routing in the figure)
+BLIND = ROOT / "tests" / "data" / "blind"
+DEV = ROOT / "tests" / "data" / "dev"  # development sets: other plugins, for tuning
+BLIND_AGENT = AGENTS.replace("[agents.house]", "[agents.{name}]").replace(
+    'description = "Controls lights, heating, locks, notes and tells the time."',
+    'description = "Runs the {name}."').replace('default_agent = "house"',
+                                                 'default_agent = "{name}"')
+
 
 @dataclass
 class Case:
@@ -75,6 +84,8 @@ class Case:
     tool: str | None
     arguments: dict[str, Any]
     agent: str
+    # other argument sets that are just as right ("2 kilograms": 2 kg or 2000 g)
+    alternatives: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -133,7 +144,8 @@ def load_cases(path: Path, limit: int | None) -> list[Case]:
             d = json.loads(line)
             case = Case(n=len(cases) + 1, text=str(d["text"]), device=str(d["device"]),
                         tool=d.get("tool"), arguments=dict(d.get("arguments") or {}),
-                        agent=str(d.get("agent", "house")))
+                        agent=str(d.get("agent", "house")),
+                        alternatives=[dict(a) for a in d.get("alternatives") or []])
         except (ValueError, KeyError, TypeError) as e:
             raise SystemExit(f"{path}:{lineno}: bad case: {e}") from None
         if "/" in case.device or "+" in case.device or "#" in case.device:
@@ -167,8 +179,9 @@ def judge(case: Case, reply: dict[str, Any], latency_s: float) -> Outcome:
         out.tool_ok = out.args_ok = not calls
     else:
         out.tool_ok = out.got_tool == case.tool
-        out.args_ok = out.tool_ok and all(
-            k in out.got_args and same(v, out.got_args[k]) for k, v in case.arguments.items())
+        out.args_ok = out.tool_ok and any(
+            all(k in out.got_args and same(v, out.got_args[k]) for k, v in expected.items())
+            for expected in [case.arguments, *case.alternatives])
     out.router_ok = reply.get("agent") == case.agent
     return out
 
@@ -287,7 +300,22 @@ def main() -> None:
                     help="another plugin folder (a held-out plugin); its files' tools join "
                          "the agent")
     ap.add_argument("--name", default="agent_eval", help="results file name (default: %(default)s)")
+    ap.add_argument("--blind", metavar="PLUGIN", default=None,
+                    help="a blind set: tests/data/blind/PLUGIN.jsonl against an agent PLUGIN "
+                         "whose only tools are tests/data/blind/plugins/PLUGIN.py's")
+    ap.add_argument("--dev", metavar="PLUGIN", default=None,
+                    help="a development set (the rules may be tuned on these): "
+                         "tests/data/dev/PLUGIN.jsonl, like --blind")
     args = ap.parse_args()
+    agent_toml = AGENTS
+    held_out = args.blind or args.dev
+    if held_out:
+        where = BLIND if args.blind else DEV
+        args.cases = where / f"{held_out}.jsonl"
+        args.plugin_dir = [str(where / "plugins")]
+        args.name = f"agent_eval_{'blind' if args.blind else 'dev'}_{held_out}"
+        agent_toml = BLIND_AGENT.replace("{name}", held_out)
+        args.blind = held_out
 
     cases = load_cases(args.cases, args.limit)
     bench = Bench(args.name)
@@ -299,8 +327,10 @@ def main() -> None:
     dirs = [str(ROOT / "plugins")] + [str(Path(d).resolve()) for d in args.plugin_dir]
     tools = ["home.*", "notes.*", "locks.*", "clock.*", "system.*", "gateway.*", "memory.*"]
     tools += [f"{f.stem}.*" for d in args.plugin_dir for f in sorted(Path(d).glob("*.py"))]
-    extra = AGENTS.format(plugins=", ".join(json.dumps(d) for d in dirs),
-                          tools=json.dumps(tools))
+    if args.blind:
+        tools = [f"{args.blind}.*"]
+    extra = agent_toml.format(plugins=", ".join(json.dumps(d) for d in dirs),
+                              tools=json.dumps(tools))
     if args.extra_toml:
         extra += "\n" + args.extra_toml.read_text()
     broker = Broker().start()
@@ -364,6 +394,9 @@ def main() -> None:
     bench.record("asked instead of calling (tool cases)", pct(asked, n_tool), "%",
                  count=asked, n=n_tool)
     bench.record("a wrong tool ran (all cases)", pct(wrong, n), "%", count=wrong, n=n)
+    wrong_call = wrong + kinds.get("args", 0)
+    bench.record("a wrong call ran: wrong tool or arguments (all cases)", pct(wrong_call, n),
+                 "%", count=wrong_call, n=n)
     bench.param(kinds=kinds)
     bench.record_timing("latency, all cases", Timing.of([o.latency_s for o in outcomes]))
     one_tool = [o.latency_s for o in outcomes if o.case.tool is not None]
