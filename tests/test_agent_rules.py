@@ -190,3 +190,94 @@ def test_rules_survive_hostile_requests() -> None:
         freetext.span(text, tool, "at", {})
         remember.told(text)
         assert time.perf_counter() - t0 < 2.0, text[:20]
+
+
+RESERVE = '''
+from typing import Annotated, Literal
+from msgspec import Meta
+
+def f(name: str, party: Annotated[int, Meta(ge=1, le=12)],
+      at: Annotated[str, Meta(pattern=r"^([01]\\d|2[0-3]):[0-5]\\d$")],
+      table: Literal["window", "terrace", "bar"] = "window", note: str = "") -> dict:
+    """Reserve a table at the restaurant.
+
+    Args:
+        name: Whose name the reservation is under.
+        party: How many people.
+        at: Time, 24-hour HH:MM.
+        table: Where to sit.
+        note: Anything the kitchen should know.
+    """
+    return {}
+'''
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("reserve a table for maria lopez for four at 7pm",
+     {"name": "maria lopez", "party": 4, "at": "19:00"}),
+    ("book the terrace under john smith's name, two people at half past eight",
+     {"name": "john smith", "party": 2, "at": "08:30", "table": "terrace"}),
+    ("table for six at 20:15 for the Okafor family, one of them is allergic to nuts",
+     {"party": 6, "at": "20:15", "note": "one of them is allergic to nuts"}),
+])
+def test_free_text_is_the_piece_the_other_arguments_leave(text: str, expected: dict) -> None:
+    """A value among other arguments: cut where they stand, the longest piece is it."""
+    tool = _tool(RESERVE)
+    got = fill(text, tool)
+    if "name" in expected:
+        got["name"] = freetext.span(text, tool, "name", got)
+    assert {k: got.get(k) for k in expected} == expected, got
+
+
+CAFE = '''
+from typing import Literal
+
+def price(item: str, amount: float) -> dict:
+    """Set what an item on the menu costs.
+
+    Args:
+        item: The menu item.
+        amount: Price in euros.
+    """
+    return {}
+
+def stock(item: str, delta: float, unit: Literal["pieces", "grams", "litres"] = "pieces") -> dict:
+    """Record stock coming in or going out.
+
+    Args:
+        item: What.
+        delta: How much; negative when stock goes out.
+        unit: What delta is counted in.
+    """
+    return {}
+
+def board(text: str) -> dict:
+    """Write on the chalkboard by the door.
+
+    Args:
+        text: What it says; an empty string clears the board.
+    """
+    return {}
+'''
+
+
+def _cafe(name: str):
+    ns: dict[str, object] = {}
+    exec(CAFE, ns)  # noqa: S102 - plugin functions defined by the test itself
+    return make_tool(ns[name], name=f"cafe.{name}")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("tool", "text", "expected"), [
+    ("price", "the flat white is now three fifty", {"amount": 3.5}),
+    ("price", "make the scones 2.80", {"amount": 2.8}),
+    ("price", "croissants cost 3 euros 20 from today", {"amount": 3.2}),
+    ("price", "espresso 90 cents", {"amount": 0.9}),
+    ("stock", "we sold twelve muffins", {"delta": -12}),
+    ("stock", "a delivery of 3 litres of oat milk came in", {"delta": 3, "unit": "litres"}),
+    ("stock", "we threw out 500 grams of coffee", {"delta": -500, "unit": "grams"}),
+    ("board", "clear the board", {"text": ""}),
+])
+def test_prices_signed_changes_unit_choices_and_clearing(tool: str, text: str,
+                                                        expected: dict) -> None:
+    got = fill(text, _cafe(tool))
+    assert {k: got.get(k) for k in expected} == expected, got

@@ -98,6 +98,9 @@ def quantities(text: str) -> list[Quantity]:
             if t in ("a", "an", "oh") and not slots._starts_number(toks, i + 1):
                 i += 1
                 continue
+            if t == "one" and toks[i + 1:i + 2] in (["of"], ["another"], ["more"]):
+                i += 1  # "one of them": a pronoun, not a number
+                continue
             value, i = slots._number_words(toks, i)
             if i == start:
                 i += 1
@@ -142,10 +145,17 @@ def _digits_said(toks: list[str], i: int) -> tuple[float, int, float] | None:
     return None
 
 
+_MONEY = {"euro": "currency", "euros": "currency", "dollar": "currency",
+          "dollars": "currency", "bucks": "currency", "quid": "currency", "cent": "cent",
+          "cents": "cent", "pence": "cent", "p": "cent"}
+
+
 def _unit_at(toks: list[str], i: int) -> tuple[str | None, int]:
     if i >= len(toks):
         return None, i
     t = toks[i]
+    if t in _MONEY:
+        return _MONEY[t], i + 1
     if t in ("%", "percent", "per") and (t != "per" or toks[i + 1:i + 2] == ["cent"]):
         return "percent", i + (2 if t == "per" else 1)
     if t in ("degree", "degrees"):
@@ -181,14 +191,61 @@ def fill(text: str, tool: Tool) -> dict[str, Any]:
             said = said[:t.start] + " " + said[t.end:]  # its numbers are not for others
     numeric = [p for p in info.params.values() if p.kind in ("integer", "number")]
     if numeric:
-        out.update(_numbers(said, numeric, out))
+        # units a choice names ("grams", "litres"): a number said in one is the plain number
+        named = {units.said_unit(str(c)) for p in info.params.values() for c in p.choices or ()}
+        out.update(_numbers(said, numeric, out, {u for u in named if u}))
+        for p in numeric:
+            v = out.get(p.name)
+            if p.signed and isinstance(v, int | float) and v > 0 and _DECREASE.search(said):
+                out[p.name] = -v  # "we sold three": a change of -3
+    for p in info.params.values():
+        if p.choices and p.name not in out and (c := _unit_choice(said, p)) is not None:
+            out[p.name] = c  # "2 kilos" names the unit choice "kilograms"
+        if p.clears and p.name not in out and _CLEAR.match(_LEAD_IN.sub("", said.lower())):
+            out[p.name] = ""  # "clear the display": its empty value
     for p in info.params.values():
         # an optional note or message, only when the request marks it ("with a note saying
         # ...", "note extra blanket"); a required one is the planner's (freetext.span)
         if p.kind == "string" and not p.required and not p.choices and not p.time_of_day \
-                and p.name not in out and (note := _marked_text(said, p.name)):
+                and p.name not in out and (note := _optional_text(said, tool, p.name, out)):
             out[p.name] = note
     return out
+
+
+_DECREASE = re.compile(
+    r"\b(sold|sell|selling|used|use up|used up|took|take out|taken|removed?|lost|broke|broken|"
+    r"smashed|dropped|wrote off|write off|written off|spoiled|spoilt|expired|damaged|stolen|"
+    r"minus|subtract|deduct|reduce|less|fewer|down by|gave away|returned|binned|threw out|"
+    r"thrown out|ate)\b", re.I)
+_CLEAR = re.compile(r"^(?:clear|blank|wipe|remove|delete|take down|take off|reset|empty)\b")
+
+
+def _unit_choice(said: str, p: Param) -> str | None:
+    """The choice that names the unit a quantity was said in ("2 kilos" -> "kilograms")."""
+    by_unit = {units.said_unit(str(c)): str(c) for c in p.choices or ()}
+    by_unit.pop(None, None)
+    for q in quantities(said):
+        if q.unit is not None and q.unit in by_unit:
+            return by_unit[q.unit]
+    return None
+
+
+# optional free-text parameters that hold what the request adds ("..., they need pillows")
+_NOTE_NAMES = {"note", "notes", "message", "comment", "comments", "details", "detail",
+               "description", "reason", "instructions", "memo", "remark", "remarks"}
+
+
+def _optional_text(said: str, tool: Tool, param: str, found: dict[str, Any]) -> str | None:
+    from . import freetext
+
+    if (v := _marked_text(said, param)) is not None:
+        return v
+    if param.lower() not in _NOTE_NAMES:
+        return None
+    lead = _LEAD_IN.sub("", said.lower())
+    if re.match(r"^(?:tell|ask|let)\b", lead) and (m := freetext.marked(said)):
+        return freetext.span(said, tool, param, found) or m
+    return freetext.trailing(said, tool, param, found)
 
 
 def _marked_text(text: str, param: str) -> str | None:
@@ -217,7 +274,7 @@ def _has(text: str, phrase: str) -> list[int]:
 
 
 _LEAD_IN = re.compile(r"^(?:(?:please|can you|could you|would you|will you|okay|ok|so|now|"
-                      r"just|and|then)\s+)*")
+                      r"just|and|then|hey|right)[,]?\s+)*")
 
 
 def polarity(text: str, p: Param, nouns: frozenset[str] = frozenset()) -> bool | None:
@@ -250,13 +307,19 @@ def polarity(text: str, p: Param, nouns: frozenset[str] = frozenset()) -> bool |
     return meaning
 
 
-def _numbers(text: str, params: list[Param], found: dict[str, Any]) -> dict[str, Any]:
+def _numbers(text: str, params: list[Param], found: dict[str, Any],
+             named_units: set[str] | None = None) -> dict[str, Any]:
     """Numbers matched to parameters: by unit first (a temperature never fills a duration),
     then in order of mention; ranges from their end words and fractions."""
     qs = quantities(text)
     out: dict[str, Any] = {}
     free = list(params)
     used: set[int] = set()
+    for p in [p for p in params if p.currency]:
+        got = _money(qs, used)
+        if got is not None:
+            out[p.name] = got
+            free.remove(p)
     # 1. a quantity with a unit goes to the parameter that measures the same thing
     for qi, q in enumerate(qs):
         if q.unit is None or q.fraction:
@@ -269,8 +332,8 @@ def _numbers(text: str, params: list[Param], found: dict[str, Any]) -> dict[str,
                 free.remove(p)
                 break
     # 2. plain numbers in order of mention to what is left (never across units)
-    rest = [q for qi, q in enumerate(qs) if qi not in used and not q.fraction and
-            (q.unit is None or q.unit == "percent")]
+    plain = {None, "percent"} | (named_units or set())
+    rest = [q for qi, q in enumerate(qs) if qi not in used and not q.fraction and q.unit in plain]
     for p in list(free):
         if not rest:
             break
@@ -278,7 +341,7 @@ def _numbers(text: str, params: list[Param], found: dict[str, Any]) -> dict[str,
                                                             _fits(q.alt, p))]
         pool = fitting or rest  # none fits: keep one, so the tool is seen not to fit
         q = pool[-1] if len(free) == 1 else pool[0]
-        if q.unit is not None and not p.percent_like:
+        if q.unit == "percent" and not p.percent_like:
             continue
         v = q.value if _fits(q.value, p) or q.alt is None or not _fits(q.alt, p) else q.alt
         out[p.name] = v
@@ -298,6 +361,26 @@ def _numbers(text: str, params: list[Param], found: dict[str, Any]) -> dict[str,
     return out
 
 
+def _money(qs: list[Quantity], used: set[int]) -> float | None:
+    """A price said: "2.50", "two ninety nine" (2.99), "3 euros 50", "80 cents"."""
+    for qi, q in enumerate(qs):
+        if q.fraction or q.unit not in (None, "currency", "cent", "pound"):
+            continue
+        used.add(qi)
+        if q.unit == "cent":
+            return q.value / 100
+        value = q.value
+        if q.alt is not None and value >= 100:  # said digit by digit: "two ninety nine"
+            value = value // 100 + (value % 100) / 100
+        nxt = qs[qi + 1] if qi + 1 < len(qs) else None
+        if q.unit in ("currency", "pound") and nxt is not None and nxt.start == q.end and \
+                nxt.unit in (None, "cent") and nxt.value < 100:
+            used.add(qi + 1)
+            value += nxt.value / 100  # "3 euros 50"
+        return value
+    return None
+
+
 def _fits(v: float, p: Param) -> bool:
     return (p.lo is None or v >= p.lo) and (p.hi is None or v <= p.hi)
 
@@ -315,8 +398,12 @@ def _in_unit(q: Quantity, p: Param) -> float | None:
 def _range_words(text: str, p: Param, frac: Quantity | None) -> float | None:
     assert p.lo is not None and p.hi is not None
     low = " ".join(slots.words(text))
-    last_lo = max((pos for w in p.lo_words for pos in _has(low, w)), default=-1)
-    last_hi = max((pos for w in p.hi_words for pos in _has(low, w)), default=-1)
+    lo_dir, hi_dir = p.lo_words - knowledge.MIN_WORDS, p.hi_words - knowledge.MAX_WORDS
+    last_lo = max((pos for w in lo_dir for pos in _has(low, w)), default=-1)
+    last_hi = max((pos for w in hi_dir for pos in _has(low, w)), default=-1)
+    if last_lo < 0 and last_hi < 0:  # no direction said: "full speed", "to the minimum"
+        last_lo = max((pos for w in p.lo_words for pos in _has(low, w)), default=-1)
+        last_hi = max((pos for w in p.hi_words for pos in _has(low, w)), default=-1)
     span = p.hi - p.lo
     if frac is not None:
         share = frac.value

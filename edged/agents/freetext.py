@@ -26,7 +26,9 @@ _CARRIERS = {"please", "can", "could", "would", "will", "you", "i", "me", "us", 
              "is", "are", "asking", "asked", "ask", "up", "from", "with", "at",
              "into", "onto", "let", "know", "tell", "them", "him", "her", "new", "quick",
              "now", "thanks", "thank", "right", "away", "there", "here", "this", "via",
-             "over", "by", "go", "do", "please,", "kindly", "be", "there's", "have", "has"}
+             "over", "by", "go", "do", "please,", "kindly", "be", "there's", "have", "has",
+             "they", "he", "she", "they're", "he's", "she's", "under", "named", "called",
+             "about", "regarding", "re", "as", "per", "after", "before", "behind"}
 _MARKER = re.compile(r"(?:^|\s)(saying|that says|which says|to say|that reads|to read|"
                      r"reading|with the words|the words|telling (?:them|him|her|everyone)|"
                      r"that)\s+(?=\S)", re.I)
@@ -58,8 +60,20 @@ def span(text: str, tool: Tool, param: str, found: dict[str, Any]) -> str | None
             return tail
     marked_ = marked(text)
     if marked_:
-        return marked_
+        # "tell housekeeping that one thirteen would like a baby cot": the room's words
+        # and the carrier ("would like") still frame it
+        return _without_frame(marked_, tool, param, found, verb_first=False) or marked_
     return _without_frame(text, tool, param, found)
+
+
+def trailing(text: str, tool: Tool, param: str, found: dict[str, Any]) -> str | None:
+    """A clause after the command, set off by a comma ("send housekeeping to 119, they need
+    extra pillows" -> "extra pillows"): for an optional note; at least two words."""
+    if "," not in text:
+        return None
+    tail = text.rsplit(",", 1)[1]
+    value = _without_frame(tail, tool, param, found, verb_first=False)
+    return value if value and len(value.split()) >= 2 else None
 
 
 def marked(text: str) -> str | None:
@@ -77,7 +91,14 @@ def marked(text: str) -> str | None:
     return None
 
 
-def _without_frame(text: str, tool: Tool, param: str, found: dict[str, Any]) -> str | None:
+def _without_frame(text: str, tool: Tool, param: str, found: dict[str, Any], *,
+                   verb_first: bool = True) -> str | None:
+    """The value inside ``text``: the request is cut where something else stands (another
+    argument's words or number, a time of day, the tool's own name and description words),
+    each piece loses the frame at its ends, and the longest piece is the value
+    ("book maria lopez in with dr patel on tuesday at 9:30" -> "maria lopez");
+    ``verb_first``: the first word is the command's verb."""
+    strong = _strong_words(tool, param)
     frame = _CARRIERS | frame_words(tool, param)
     other: set[str] = set()
     for name, value in found.items():
@@ -85,31 +106,79 @@ def _without_frame(text: str, tool: Tool, param: str, found: dict[str, Any]) -> 
             other |= set(slots.words(str(value)))
             other |= {w for a, v in tool.aliases.get(name, {}).items() if v == value
                       for w in slots.words(a)}
-    numbers = _number_tokens(text, found, param)
     toks = text.split()
     keys = [_key(t) for t in toks]
+    cut = _number_tokens(text, found, param) | _time_tokens(text, found, param, tool)
+    cut |= {i for i, k in enumerate(keys) if k in strong or k in other}
+    if verb_first and toks and keys[0] not in _ARTICLES and len(toks) > 1 and \
+            not keys[0].isdigit():
+        cut.add(0)  # the command verb ("text", "jot", "note") is never part of the value
+    best: str | None = None
+    start = 0
+    for end in [*sorted(cut), len(toks)]:
+        if end > start:
+            piece = _trim(toks[start:end], keys[start:end], frame | other)
+            if piece and (best is None or len(piece.split()) > len(best.split())):
+                best = piece
+        start = end + 1
+    return best
 
-    def is_frame(k: str, idx: int) -> bool:
-        return k in frame or k in other or idx in numbers or k == ""
+
+def _trim(toks: list[str], keys: list[str], frame: set[str]) -> str | None:
+    """A piece without the frame words at its ends (leading articles stay, unless they only
+    introduce a frame word: "the kitchen")."""
+    def is_frame(k: str) -> bool:
+        return k in frame or k == ""
 
     i, j = 0, len(toks)
-    if toks and keys[0] not in _ARTICLES and len(toks) > 1 and not keys[0].isdigit():
-        i = 1  # the command verb ("text", "jot", "note") is never part of the value
     while i < j:
         k = keys[i]
-        if k in _ARTICLES and i + 1 < j and is_frame(keys[i + 1], i + 1) and \
+        if k in _ARTICLES and i + 1 < j and is_frame(keys[i + 1]) and \
                 keys[i + 1] not in _ARTICLES:
-            i += 1  # "the kitchen bring ...": an article before a frame word goes with it
+            i += 1
             continue
-        if k in _ARTICLES or not is_frame(k, i):
+        if k in _ARTICLES or not is_frame(k):
             break
-        if k in _PRONOUNS and not (i + 1 < j and is_frame(keys[i + 1], i + 1)):
+        if k in _PRONOUNS and not (i + 1 < j and is_frame(keys[i + 1])):
             break  # "we are home" is the message; "we need ..." is a frame
         i += 1
-    while j > i and (is_frame(keys[j - 1], j - 1) or keys[j - 1] in _ARTICLES):
+    while j > i and (is_frame(keys[j - 1]) or keys[j - 1] in _ARTICLES):
         j -= 1
     value = _TRAIL.sub("", " ".join(toks[i:j])).strip(" ,:;-")
+    value = re.sub(r"'s$", "", value)  # "john smith's appointment" -> "john smith"
     return value or None
+
+
+def _strong_words(tool: Tool, param: str) -> set[str]:
+    """Words that end a value wherever they stand: the tool's name and description words
+    (not the generic carriers, which may sit inside a value: "a bottle of prosecco")."""
+    words = set(tool.name.replace(".", "_").split("_"))
+    words |= {w for w in slots.words(tool.description) if len(w) > 3}
+    words |= {w + "s" for w in words} | {w[:-1] for w in words if w.endswith("s")}
+    return words - _CARRIERS - _ARTICLES - set(param.split("_"))
+
+
+def _time_tokens(text: str, found: dict[str, Any], param: str, tool: Tool) -> set[int]:
+    """Indexes of the words that said another argument's time of day."""
+    from . import knowledge, timeofday
+
+    info = knowledge.of(tool)
+    if not any(p.time_of_day and n != param and n in found for n, p in info.params.items()):
+        return set()
+    t = timeofday.find(text)
+    if t is None:
+        return set()
+    hits, pos = set(), 0
+    low = text.lower()
+    for ti, tok in enumerate(text.split()):
+        at = low.find(tok.lower(), pos)
+        end = at + len(tok)
+        if at < t.end and end > t.start:
+            hits.add(ti)
+        if t.day and _key(tok) == t.day:
+            hits.add(ti)
+        pos = end
+    return hits
 
 
 def _key(token: str) -> str:

@@ -30,8 +30,9 @@ POLARITY: dict[str, tuple[frozenset[str], frozenset[str]]] = {
                          "switch off", "turn off", "power down", "power off", "halt", "cut",
                          "deactivate", "pause", "not running"})),
     "open": (frozenset({"open", "opens", "opened", "raise", "lift", "let in", "prop open",
-                        "hold open", "unlatch", "up"}),
-             frozenset({"close", "closes", "closed", "shut", "lower", "close up", "down"})),
+                        "hold open", "unlatch", "up", "extend", "deploy", "unroll"}),
+             frozenset({"close", "closes", "closed", "shut", "lower", "close up", "down",
+                        "retract", "stow"})),
     "lock": (frozenset({"lock", "locks", "locked", "secure", "bolt", "bolted"}),
              frozenset({"unlock", "unlocks", "unlocked", "release", "unbolt"})),
     "arm": (frozenset({"arm", "arms", "armed", "set the alarm", "activate"}),
@@ -66,9 +67,15 @@ _END_DOC = re.compile(
 _IDENTIFIER = re.compile(r"(^|_)(room|id|number|no|table|floor|channel|seat|slot|zone|"
                          r"unit|bay|desk|line|index)($|_)", re.I)
 _TEMPERATURE = {"degC", "degF", "kelvin"}
+_CURRENCY = re.compile(r"(^|\s)(price|cost|amount|fee|fare|charge|total)(\s|$)|€|\$|£|\beuros?\b|"
+                       r"\bdollars?\b|\bpounds sterling\b|\bcurrency\b|\bcents?\b", re.I)
+# words for an end that do not say which: "all the way" goes to the end the request's verb
+# points at ("close it all the way"), else to the top
 MAX_WORDS = frozenset({"max", "maximum", "full", "fully", "highest", "top", "flat out",
-                       "all the way up", "full blast", "full power", "full speed"})
-MIN_WORDS = frozenset({"min", "minimum", "lowest", "bottom", "all the way down"})
+                       "all the way up", "full blast", "full power", "full speed",
+                       "all the way", "completely", "as far as it goes", "as high as"})
+MIN_WORDS = frozenset({"min", "minimum", "lowest", "bottom", "all the way down",
+                       "as low as"})
 FRACTIONS = {"halfway": 0.5, "half way": 0.5, "half": 0.5, "a quarter": 0.25,
              "quarter": 0.25, "one quarter": 0.25, "three quarters": 0.75,
              "three quarter": 0.75, "a third": 1 / 3, "one third": 1 / 3,
@@ -91,6 +98,9 @@ class Param:
     hi_words: frozenset[str] = frozenset()
     time_of_day: bool = False  # a string that holds a time ("HH:MM")
     day_first: bool = False  # ... after a day ("Tuesday 09:30")
+    currency: bool = False  # a price: "two ninety nine" is 2.99, "50 cents" 0.5
+    signed: bool = False  # may be negative: "sold three" is -3
+    clears: bool = False  # a string whose empty value clears something ("clear the sign")
 
     @property
     def ranged(self) -> bool:
@@ -142,11 +152,15 @@ def _param(name: str, prop: dict[str, Any], tool: Tool) -> Param:
             unit = "percent"
         level = lo is not None and hi is not None and not _IDENTIFIER.search(name)
         lo_w, hi_w = _ends(doc, lo, hi, unit) if level else (frozenset(), frozenset())
-        return Param(name, kind, doc, required, lo=lo, hi=hi, unit=unit, lo_words=lo_w,
-                     hi_words=hi_w)
+        currency = bool(_CURRENCY.search(f"{name.replace('_', ' ')} {doc}"))
+        signed = (lo is not None and lo < 0) or bool(re.search(r"\bnegative\b", doc, re.I))
+        return Param(name, kind, doc, required, lo=lo, hi=hi, unit=None if currency else unit,
+                     lo_words=lo_w, hi_words=hi_w, currency=currency, signed=signed)
     is_time, day_first = timeofday.wants_time(prop, doc) if kind == "string" else (False, False)
+    clears = kind == "string" and bool(re.search(r"\bempty\b", doc, re.I)) and bool(
+        re.search(r"\b(clear|clears|remove|removes|blank|nothing|off)\b", doc, re.I))
     return Param(name, kind, doc, required, choices=tuple(choices) if choices else None,
-                 time_of_day=is_time, day_first=day_first)
+                 time_of_day=is_time, day_first=day_first, clears=clears)
 
 
 def _bound(prop: dict[str, Any], inclusive: str, exclusive: str) -> float | None:

@@ -38,7 +38,7 @@ _SPLIT = re.compile(r"\s*(?:,?\s+and then\s+|,?\s+then\s+|,?\s+and also\s+|"
 NO_ARGS_MIN_SCORE = 0.38
 # Below this score a tool must be named by the request: one of its own words (name,
 # description) or a value of one of its choices; a wrong call is worse than a question.
-GROUNDED_BELOW = 0.45
+GROUNDED_BELOW = 0.4
 # Candidates this close to the best are told apart by what the request fills.
 EVIDENCE_MARGIN = 0.12
 # Splitting a request into several commands needs every part to be a clear command.
@@ -136,8 +136,9 @@ class Planner:
         told apart by what the request fills: among the candidates close to the best, one
         that takes more of what was said wins."""
         best = ranking.choices[0].score
-        close = [c for c in ranking.choices[:3] if c.score >= ranking.threshold
-                 and best - c.score < EVIDENCE_MARGIN]
+        close = [c for c in ranking.choices[:3] if best - c.score < EVIDENCE_MARGIN and (
+            c.score >= ranking.threshold or (c.score >= 0.8 * ranking.threshold
+                                             and self.grounded(text, self.tools[c.name])))]
         if len(close) < 2:
             return None
         tools = [self.tools[c.name] for c in close]
@@ -148,7 +149,9 @@ class Planner:
             return None
         tool = self.tools[leaders[0].name]
         if self.rules_contradict(text, tool) or (
-                leaders[0].score < GROUNDED_BELOW and not self.grounded(text, tool)):
+                leaders[0].score < GROUNDED_BELOW and not self.grounded(text, tool)) or (
+                slots.is_question(text) and _changes_state(tool)) or (
+                _switches_off(text) and not _can_switch_off(tool)):
             return None
         args = self.rule_args(text, tool)
         return (text, tool, args, ranking) if args is not None else None
@@ -190,7 +193,12 @@ class Planner:
             return True
         info = knowledge.of(tool)
         found = self.filled(text, tool)
-        return any(info.params[k].choices for k in found if k in info.params)
+        if any(info.params[k].choices for k in found if k in info.params):
+            return True
+        units_ = {p.unit for p in info.params.values() if p.unit and p.unit != "percent"}
+        return any(q.unit is not None and q.unit != "percent" and any(
+            fill.units.convert(1.0, q.unit, u) is not None for u in units_)
+            for q in fill.quantities(fill.mend(text)))
 
     async def model_pick(self, text: str, names: list[str]) -> str | None:
         """The best two are close: let the model choose among them (a constrained choice).
@@ -336,9 +344,8 @@ _COMMON_VERBS = {"turn", "turns", "switch", "switches", "make", "makes", "start"
                  "stop", "stops", "open", "opens", "close", "closes", "send", "sends", "book",
                  "books", "add", "adds", "put", "puts", "check", "checks", "tell", "tells",
                  "give", "gives", "take", "takes", "keep", "keeps", "show", "shows", "read",
-                 "reads", "change", "changes", "new", "next", "current", "level", "levels",
-                 "value", "values", "time", "times", "one", "all", "some", "any", "how",
-                 "what", "when", "where", "which", "your", "their", "there", "here", "now"}
+                 "reads", "change", "changes", "how", "what", "when", "where", "which",
+                 "your", "their", "there", "here"}
 
 
 def _stem(word: str) -> str:
@@ -381,20 +388,36 @@ def _can_switch_off(tool: Tool) -> bool:
     return tool.short_name.split("_")[0] in _OFF_TOOL_VERBS
 
 
+_ACTION_VERBS = {"set", "add", "turn", "switch", "lock", "unlock", "open", "close", "start",
+                 "stop", "cancel", "create", "delete", "remove", "book", "order", "page",
+                 "send", "fire", "put", "adjust", "announce", "water", "request", "preheat",
+                 "arm", "disarm", "enable", "disable", "play", "pause", "mute", "unmute",
+                 "log", "write", "record", "schedule", "move", "raise", "lower", "dim",
+                 "run", "clear", "reset", "restart", "reboot", "update", "change", "make",
+                 "call", "notify", "message", "text", "email", "feed", "toggle", "remember",
+                 "forget", "mark", "assign", "buy", "pay", "charge", "refund", "ship",
+                 "print", "apply", "activate", "deactivate", "release", "hold", "fill",
+                 "empty", "drain", "heat", "cool", "boost", "set_up", "tell"}
+
+
 def _changes_state(tool: Tool) -> bool:
-    """Everything but a lookup changes things: a tool is a lookup when its name or its
-    description starts with a reading verb (get, read, list, check - not "check in")."""
+    """A tool changes something when its name or its description starts with an action verb
+    (set, add, water, book, "check in"...) or it takes a required yes/no; a name that is a
+    noun (tank_level, now, hostname) or a reading verb (get, read, list, check) is a lookup."""
     props = tool.parameters.get("properties", {})
     req = tool.parameters.get("required", [])
     if any(slots._kind(props[r], tool.parameters.get("$defs", {}))[0] == "boolean"
            for r in req if r in props):
         return True
-    name = tool.short_name.split("_")
+    name = tool.short_name.lower().split("_")
+    if name[:2] == ["check", "in"] or name[0] in _ACTION_VERBS:
+        return True
+    if name[0] in _QUERY_VERBS:
+        return False
     desc = slots.words(tool.description)[:2]
-    for first in (name, desc):
-        if first and first[0] in _QUERY_VERBS and first[1:2] != ["in"]:
-            return False
-    return True
+    if desc[:2] == ["check", "in"]:
+        return True
+    return bool(desc) and desc[0] in _ACTION_VERBS and desc[0] != "tell"
 
 
 

@@ -17,7 +17,7 @@ from .planner import Planner, Step, valid
 RECALL_FILL_MIN_SIMILARITY = 0.45
 
 # "it", "that", "too": the request continues the last one
-_FOLLOWUP = re.compile(r"\b(it|them|that|those|there|the same|same|again|too|also|as well)\b",
+_FOLLOWUP = re.compile(r"\b(it|them|that|those|the same|same|again|too|also|as well)\b",
                        re.I)
 _ADDS_TO_LAST = re.compile(r"\b(too|also|as well|the same|same for)\b", re.I)
 _REFERS_BACK = re.compile(r"\b(it|them|that one|those)\b", re.I)

@@ -18,8 +18,8 @@ from ..memory.recall import Memory
 
 _TOLD = re.compile(
     r"^(?:(?:oh|and|also|okay|ok|so|hey)[, ]+)*(?:please\s+)?(?:(?:can|could) you\s+)?"
-    r"(?:remember|don't forget|do not forget|keep in mind|bear in mind|make a note|"
-    r"note|for the record|fyi|just so you know)\b(?!\s+to\b)[, :]*(?:that\s+)?(?P<what>.+)$",
+    r"(?:remember|don't forget|do not forget|keep in mind|bear in mind|(?:make a )?note(?= that)|"
+    r"for the record|fyi|just so you know)\b(?!\s+to\b)[, :]*(?:that\s+)?(?P<what>.+)$",
     re.I)
 _STATEMENT = re.compile(
     r"^(?:(?:oh|and|also|okay|ok|so|hey)[, ]+)*(?P<what>(?:i\s+(?:really\s+)?(?:like|love|"

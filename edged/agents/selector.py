@@ -65,7 +65,9 @@ _QUESTION = {"what", "what's", "whats", "how", "how's", "is", "are", "do", "does
 # command verbs that mean the same for choosing a tool
 _SYNONYMS = {"put": "add", "jot": "add", "write": "add", "append": "add", "include": "add",
              "note": "add", "show": "read", "check": "read", "list": "read",
-             "switch": "turn", "flip": "turn", "bolt": "lock", "secure": "lock"}
+             "switch": "turn", "flip": "turn", "bolt": "lock", "secure": "lock",
+             "scrap": "cancel", "axe": "cancel", "abort": "cancel", "drop": "cancel",
+             "nix": "cancel", "reserve": "book", "arrange": "book"}
 
 
 def lead_word(text: str) -> str:

@@ -144,16 +144,25 @@ def convert_time(text: str, value: float, param: str) -> float:
     return value
 
 
+# spoken and written forms of titles and abbreviations: "doctor patel" is "Dr Patel"
+_TITLE = {"doctor": "dr", "mister": "mr", "missus": "mrs", "misses": "mrs", "saint": "st",
+          "professor": "prof", "number": "no", "nurse": "nurse"}
+
+
+def _titles(toks: list[str]) -> list[str]:
+    return [_TITLE.get(t, t) for t in toks]
+
+
 def match_choice(text: str, choices: list[str], aliases: dict[str, str] | None = None,
                  *, fuzzy_cutoff: float = 0.84) -> str | None:
     """The choice (enum value) the text names: by value or alias, exact words first (the
     longest phrase wins: "living room" over "room"), then a close spelling."""
-    norm = " " + " ".join(words(text)) + " "
+    norm = " " + " ".join(_titles(words(text))) + " "
     phrases: list[tuple[str, str]] = [(c, c) for c in choices]
     phrases += [(a, v) for a, v in (aliases or {}).items() if v in choices]
     best: tuple[int, str] | None = None
     for phrase, value in phrases:
-        p = " ".join(words(str(phrase).replace("_", " ")))
+        p = " ".join(_titles(words(str(phrase).replace("_", " "))))
         if p and f" {p} " in norm and (best is None or len(p) > best[0]):
             best = (len(p), value)
     if best:
