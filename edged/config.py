@@ -185,6 +185,14 @@ class AgentConfig(_Section, frozen=True):
     escalate: Literal["never", "auto", "always"] = "auto"
     # the longest answer in the model's own words (a question, chat), in tokens
     answer_tokens: Annotated[int, msgspec.Meta(ge=16, le=4096)] = 256
+    # model tiers, cheapest first ("small" rules model, then "lan" chat models); the agent
+    # takes the cheapest tier expected to succeed and climbs on failure, the cloud last;
+    # empty: just ``model``
+    models: list[str] = []
+
+    @property
+    def tiers(self) -> list[str]:
+        return list(self.models) or ([self.model] if self.model else [])
 
 
 class RouteConfig(_Section, frozen=True):
@@ -525,6 +533,11 @@ def _validate(cfg: Config, source: str) -> Config:
                 f"agents.{name}.model: expected one of [models] ({_names(cfg.models)}), "
                 f"got {agent.model!r}"
             )
+        for i, alias in enumerate(agent.models):
+            if alias not in cfg.models:
+                problems.append(
+                    f"agents.{name}.models[{i}]: expected one of [models] "
+                    f"({_names(cfg.models)}), got {alias!r}")
         if agent.low_power_model and agent.low_power_model not in cfg.models:
             problems.append(
                 f"agents.{name}.low_power_model: expected one of [models] "

@@ -38,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -47,12 +46,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
+from .agents import converse
 from .cloudlink import CloudLink, Emit
 from .config import AgentConfig, CloudConfig
 from .journal import Escalation, Journal, OutRow
 from .memory.store import approx_tokens
 from .memory.working import WorkingMemory, private_withheld
-from .messages import Reply, Request, ToolCall
+from .messages import Reply, Request
 from .models import Generation, GenerationRequest, ModelError, Unreachable
 from .redact import Redactor
 
@@ -79,13 +79,9 @@ class CloudAgent(Protocol):
                              for_cloud: bool = False) -> WorkingMemory: ...
 
 MAX_QUEUED_ATTEMPTS = 3
-_TOOL_NAME = re.compile(r"[^A-Za-z0-9_-]")
 
 
-def tool_wire_name(name: str) -> str:
-    """OpenAI function names allow [A-Za-z0-9_-] only: ``home.set_light`` ->
-    ``home__set_light``."""
-    return _TOOL_NAME.sub("_", name.replace(".", "__"))[:64]
+tool_wire_name = converse.wire_name  # the name the cloud sees
 
 
 @dataclass
@@ -213,17 +209,13 @@ class Escalator:
 
     def _tool_specs(self, agent: CloudAgent, request: Request) -> list[dict[str, Any]]:
         """The agent's tools that the ACL allows for this device and topic."""
-        specs = []
-        for t in agent.tools.values():
+        def allowed(t: Tool) -> bool:
             if agent.cfg.tools and not any(fnmatchcase(t.name, p) for p in agent.cfg.tools):
-                continue
-            if not self.runner.acl.check(t.name, topic=request.topic,
-                                         device=request.device).allowed:
-                continue
-            spec = t.spec()
-            spec["function"]["name"] = tool_wire_name(t.name)
-            specs.append(spec)
-        return specs
+                return False
+            return self.runner.acl.check(t.name, topic=request.topic,
+                                         device=request.device).allowed
+
+        return converse.specs(agent.tools, allowed)
 
     def _request_event(self, request: Request, reason: str, messages: list[dict[str, Any]],
                        specs: list[dict[str, Any]], counts: dict[str, int]) -> dict[str, Any]:
@@ -258,42 +250,18 @@ class Escalator:
         t0 = time.perf_counter()
         await self._emit("cloud_request", self._request_event(request, reason, messages,
                                                               specs, counts))
-        by_wire = {tool_wire_name(n): n for n in agent.tools}
-        calls: list[ToolCall] = []
-        convo = list(messages)
-        text = ""
-        for step in range(max(1, agent.cfg.max_steps)):
-            if step and (over := await self._budget_left()) is not None:
-                text = text or f"(Stopped: the cloud budget is used up: {over}.)"
-                break
-            gen = await self._generate(convo, specs)
-            text = gen.text.strip()
-            if not gen.tool_calls:
-                break
-            convo.append({"role": "assistant", "content": gen.text or None, "tool_calls": [
-                {"id": c["id"], "type": "function",
-                 "function": {"name": c["name"], "arguments": c["arguments"]}}
-                for c in gen.tool_calls]})
-            for i, c in enumerate(gen.tool_calls):
-                name = by_wire.get(c["name"], c["name"])
-                try:
-                    args = json.loads(c["arguments"] or "{}")
-                except ValueError:
-                    args = None
-                if not isinstance(args, dict):
-                    result: Any = {"error": "arguments must be a JSON object"}
-                    calls.append(ToolCall(tool=name, arguments={}, result=result))
-                else:
-                    # the same runner as local calls: agent tools, ACL, schema, once, audit
-                    call = await self.runner.call(
-                        name, args, request=request, agent=agent.name,
-                        agent_tools=agent.cfg.tools, ctx=ctx,
-                        step=f"cloud:{step}:{i}:{name}", plan="cloud")
-                    calls.append(call)
-                    result = call.result
-                content = self.redactor.text(json.dumps(result, default=str))[0][:4000]
-                convo.append({"role": "tool", "tool_call_id": c["id"], "content": content})
+
+        async def stop_if_over(_step: int) -> str | None:
+            over = await self._budget_left()
+            return f"(Stopped: the cloud budget is used up: {over}.)" if over else None
+
+        out = await converse.run(
+            self._generate, messages, specs, tools=agent.tools, runner=self.runner,
+            request=request, ctx=ctx, agent=agent.name, agent_tools=agent.cfg.tools,
+            max_steps=agent.cfg.max_steps, plan="cloud", label="cloud",
+            scrub=lambda s: self.redactor.text(s)[0], before_step=stop_if_over)
         self.stats["answered"] += 1
+        text, calls = out.text, out.calls
         if not text and calls:  # it acted and said nothing more: say what was done
             text = "; ".join(f"{c.tool}: {json.dumps(c.result, default=str)}" for c in calls)
         return Reply(id=request.id, agent=agent.name, text=text or "(no answer)",

@@ -112,6 +112,11 @@ class Governor:
     def model_for(self, model: str, low_power_model: str | None) -> str:
         return low_power_model if (self.state.low_battery and low_power_model) else model
 
+    def tier_cap(self, tiers: int) -> int:
+        """How many local model tiers may run now: all, or under memory, heat or battery
+        pressure only the cheapest (a larger model is the first thing pressure drops)."""
+        return min(tiers, 1) if self.defer else tiers
+
     @property
     def defer(self) -> bool:
         """Deferrable jobs (consolidation, re-embedding) wait while this is true."""

@@ -65,6 +65,8 @@ class Reply(msgspec.Struct, kw_only=True):
     latency_ms: float = 0.0
     confidence: float | None = None
     followup: bool = False  # a second reply: the cloud's answer after it was unreachable
+    # the model tier that answered: 0 the cheapest local one, then the next, "cloud" last
+    tier: int | str | None = None
 
 
 class ErrorBody(msgspec.Struct):

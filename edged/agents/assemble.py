@@ -14,6 +14,7 @@ from ..models.pool import ModelPool
 from ..tools.runner import ToolRunner
 from .base import Stage
 from .selector import CentroidIndex, tool_leads
+from .tiers import Tier, Tiers
 from .tool_agent import ToolAgent
 
 log = logging.getLogger("edged.agents")
@@ -38,11 +39,13 @@ async def build_agents(agents: Mapping[str, AgentConfig], *, runner: ToolRunner,
         await index.build({t.name: [t.description] + [u for u, _ in t.example_pairs()]
                            for t in tools}, leads={t.name: tool_leads(t) for t in tools},
                           negatives={t.name: t.not_examples for t in tools})
+        tiers = [Tier(a, models[a].talks) for a in acfg.tiers if a in models]
         agent = ToolAgent(
-            name, acfg, runner=runner, index=index, pool=pool, model=acfg.model or None,
+            name, acfg, runner=runner, index=index, pool=pool,
+            model=tiers[0].alias if tiers else None,
             model_for=partial(governor.model_for, low_power_model=acfg.low_power_model),
             memory=memory, escalator=escalator,
-            talks=bool(acfg.model) and acfg.model in models and models[acfg.model].talks)
+            tiers=Tiers(tiers, pool, cap=governor.tier_cap))
         agent.consolidator = consolidator
         stages[name] = agent
         agent_texts[name] = [acfg.description] + [

@@ -22,7 +22,7 @@ from ..memory.recall import Memory
 from ..memory.working import WorkingMemory
 from ..memory.working import build as build_working_memory
 from ..messages import BadRequest, Reply, Request, ToolCall
-from ..models import GenerationRequest, ModelError, ModelUnavailable
+from ..models import ModelUnavailable
 from ..models.pool import ModelPool
 from ..tools.base import Tool
 from ..tools.runner import ToolRunner
@@ -31,6 +31,7 @@ from .base import Context
 from .planner import SPLIT_MIN_SCORE, Planner, WantsCloud
 from .recollect import _REFERS_BACK, Recollection, session_of
 from .selector import CentroidIndex, Ranking
+from .tiers import Tiers
 
 if TYPE_CHECKING:
     from ..escalation import Escalator
@@ -54,7 +55,7 @@ class ToolAgent:
                  pool: ModelPool | None, model: str | None,
                  model_for: Callable[[str], str] | None = None,
                  escalator: Escalator | None = None,
-                 memory: Memory | None = None, talks: bool = False) -> None:
+                 memory: Memory | None = None, tiers: Tiers | None = None) -> None:
         self.name = name
         self.cfg = cfg
         self.runner = runner
@@ -66,13 +67,19 @@ class ToolAgent:
         # good answer; a reply it returns replaces the local one
         self.escalator = escalator
         self.tools: dict[str, Tool] = {t.name: t for t in runner.visible(cfg.tools)}
-        self.talks = talks  # its model answers in its own words (see ModelConfig.chat)
+        # the model tiers (see tiers.py): the rules pipeline runs on the cheapest
+        self.tiers = tiers or Tiers([], pool)
         self.planner = Planner(
             self.tools, index, pool=pool, model=model, model_for=model_for,
             cloud_pick=escalator is not None and escalator.cfg.enabled
             and cfg.escalate != "never")
         self.recollect = Recollection(self.planner, memory if cfg.memory else None)
         self.consolidator: Consolidator | None = None  # memory's, for "remember that ..."
+
+    @property
+    def talks(self) -> bool:
+        """A tier answers in its own words (see ModelConfig.chat)."""
+        return self.tiers.talking
 
     @property
     def memory(self) -> Memory | None:
@@ -175,6 +182,8 @@ class ToolAgent:
         reason = "too_many_steps" if len(plan) > self.cfg.max_steps else (
             "low_confidence" if self.escalator is not None and
             confidence < self.escalator.cfg.escalate_below else None)
+        if reason is not None and (tiered := await self.tiers.climb(self, request, ctx)):
+            return tiered  # a larger local model plans it before the cloud is asked
         if reason is not None and self.cfg.escalate != "always":
             cloud = await self._escalate(request, ctx, reason, notes)
             if cloud is not None:
@@ -186,7 +195,9 @@ class ToolAgent:
                 args = await self.recollect.context_args(part, tool, request, notes)
             if args is None:
                 args = await self.planner.model_args(part, tool)
-            if isinstance(args, str):  # could not decide: ask
+            if isinstance(args, str):  # could not decide: a larger tier, else ask
+                if not calls and (tiered := await self.tiers.climb(self, request, ctx)):
+                    return tiered
                 local = self._reply(request, args, calls, confidence)
                 return await self._maybe_escalate(request, ctx, local, "unclear", notes) \
                     if not calls else local
@@ -210,6 +221,7 @@ class ToolAgent:
             return None
         out = await self.escalator.escalate(self, request, ctx, reason)
         if out.reply is not None:
+            out.reply.tier = "cloud"
             return out.reply
         if out.note and out.note not in notes:
             notes.append(out.note)
@@ -232,25 +244,12 @@ class ToolAgent:
     # -- replies -------------------------------------------------------------------------
 
     async def _answer(self, request: Request, ctx: Context, notes: list[str]) -> Reply:
-        """A request that needs words, not a tool: the agent's model answers it with its
-        working memory (system prompt, recalled memories, recent turns) when it talks; a
-        model that does not (the bundled 135M) says so, or the cloud answers."""
-        if self.talks and self.pool is not None and self.model is not None:
-            wm = await self.working_memory(request)
-            model = self._model_for(self.model) if self._model_for else self.model
-            try:
-                gen = await self.pool.generate(model, GenerationRequest(
-                    messages=wm.messages(), max_tokens=self.cfg.answer_tokens,
-                    temperature=0.2))
-            except ModelUnavailable:
-                raise
-            except ModelError as e:
-                log.warning("agent %s: the model could not answer: %s", self.name, e)
-            else:
-                if gen.text.strip():
-                    reply = self._reply(request, gen.text.strip(), [], 0.8)
-                    reply.model = model
-                    return reply
+        """A request the rules cannot serve (a question, chat, nothing fits): the cheapest
+        talking tier answers with the working memory (and calls tools itself); without one
+        (the bundled 135M only fills arguments) it says so, or the cloud answers."""
+        reply = await self.tiers.climb(self, request, ctx)
+        if reply is not None:
+            return reply
         what = "I can't answer that here" if not self.tools else \
             "Sorry, I can't help with that"
         local = self._reply(request, f"{what}: this gateway's model only runs commands.",
@@ -270,7 +269,8 @@ class ToolAgent:
     def _reply(self, request: Request, text: str, calls: list[ToolCall], confidence: float
                ) -> Reply:
         return Reply(id=request.id, agent=self.name, text=text, tool_calls=calls,
-                     model=self.model, confidence=round(confidence, 3))
+                     model=self.model, confidence=round(confidence, 3),
+                     tier=0 if self.tiers.tiers else None)
 
 
 
