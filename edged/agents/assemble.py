@@ -12,6 +12,7 @@ from ..governor import Governor
 from ..memory import Consolidator, Memory
 from ..models.pool import ModelPool
 from ..tools.runner import ToolRunner
+from . import knowledge
 from .base import Stage
 from .selector import CentroidIndex, tool_leads
 from .tiers import Tier, Tiers
@@ -36,8 +37,12 @@ async def build_agents(agents: Mapping[str, AgentConfig], *, runner: ToolRunner,
     for name, acfg in agents.items():
         index = CentroidIndex(embed)
         tools = runner.visible(acfg.tools)
+        # a tool whose author gave no examples gets the requests its own words imply
+        implied = {t.name: knowledge.utterances(t) if not t.example_pairs() else []
+                   for t in tools}
         await index.build({t.name: [t.description] + [u for u, _ in t.example_pairs()]
-                           for t in tools}, leads={t.name: tool_leads(t) for t in tools},
+                           + implied[t.name] for t in tools},
+                          leads={t.name: tool_leads(t) for t in tools},
                           negatives={t.name: t.not_examples for t in tools})
         tiers = [Tier(a, models[a].talks) for a in acfg.tiers if a in models]
         agent = ToolAgent(

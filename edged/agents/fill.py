@@ -245,7 +245,11 @@ def _optional_text(said: str, tool: Tool, param: str, found: dict[str, Any]) -> 
     lead = _LEAD_IN.sub("", said.lower())
     if re.match(r"^(?:tell|ask|let)\b", lead) and (m := freetext.marked(said)):
         return freetext.span(said, tool, param, found) or m
-    return freetext.trailing(said, tool, param, found)
+    tail = freetext.trailing(said, tool, param, found)
+    info = knowledge.of(tool)
+    if tail and any(tail.lower() in p.true_words | p.false_words for p in info.params.values()):
+        return None  # "..., no rush": that clause was a yes/no, not a note
+    return tail
 
 
 def _marked_text(text: str, param: str) -> str | None:

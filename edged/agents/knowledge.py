@@ -247,3 +247,53 @@ def _ends(doc: str, lo: float | None, hi: float | None, unit: str | None
         hi_w |= {"hottest", "warmest", "as hot as", "as warm as", "highest"}
     both = lo_w & hi_w
     return frozenset(lo_w - both), frozenset(hi_w - both)
+
+
+# words that start a tool's name as its verb (else the name is a noun: tank_level)
+VERBS = {"set", "get", "add", "turn", "switch", "lock", "unlock", "open", "close", "start",
+         "stop", "cancel", "create", "delete", "remove", "book", "order", "page", "send",
+         "fire", "put", "adjust", "announce", "water", "request", "preheat", "arm",
+         "disarm", "enable", "disable", "play", "pause", "mute", "log", "write", "record",
+         "schedule", "move", "raise", "lower", "dim", "run", "clear", "reset", "read",
+         "list", "check", "show", "find", "query", "make", "call", "mark", "toggle"}
+# the plain verbs of each yes/no group, for requests implied by a tool's own words
+CANONICAL = {"power": ("start", "stop"), "open": ("open", "close"), "lock": ("lock", "unlock"),
+             "arm": ("arm", "disarm"), "enable": ("turn on", "turn off"),
+             "mute": ("mute", "unmute"), "urgent": ("", "")}
+
+
+def utterances(tool: Tool, limit: int = 8) -> list[str]:
+    """Requests the tool's own words imply, for the tool index when its author gave few
+    examples: its verb and object ("book the appointment"), the plain verbs of its yes/no
+    ("start the machine", "stop the machine"), the words for the ends of its ranges from
+    its description ("open the shutter", "close the shutter"), a few of its choices.
+    Derived, never tuned: the same rule for every plugin."""
+    words = tool.short_name.split("_")
+    if len(words) > 1 and words[0] in VERBS:
+        verb, noun = words[0], " ".join(words[1:])
+    else:
+        verb, noun = "", " ".join(words)
+    info = of(tool)
+    out: list[str] = [f"{verb} the {noun}" if verb else f"what is the {noun}"]
+    for p in info.params.values():
+        if p.kind == "boolean":
+            group = next((g for g in ("open", "lock", "arm", "enable", "mute", "power")
+                          if POLARITY[g][0] <= p.true_words), None)
+            if group is not None:
+                out += [f"{v} the {noun}" for v in CANONICAL[group] if v]
+        elif p.ranged and (p.lo_words or p.hi_words):
+            for end in (p.hi_words, p.lo_words):
+                for w in sorted(end):
+                    hit = group_of(w.rstrip("$")) if w.rstrip("$") in \
+                        p.description.lower() else None
+                    if hit is not None and CANONICAL.get(hit[0], ("", ""))[0]:
+                        yes, no = CANONICAL[hit[0]]
+                        out.append(f"{yes if hit[1] else no} the {noun}")
+                        break
+        elif p.choices:
+            out += [f"{verb + ' the' if verb else 'the'} {noun} {c}" for c in p.choices[:2]]
+    seen: list[str] = []
+    for u in out:
+        if u not in seen:
+            seen.append(u)
+    return seen[:limit]

@@ -17,7 +17,8 @@ from .planner import Planner, Step, valid
 RECALL_FILL_MIN_SIMILARITY = 0.45
 
 # "it", "that", "too": the request continues the last one
-_FOLLOWUP = re.compile(r"\b(it|them|that|those|the same|same|again|too|also|as well)\b",
+_FOLLOWUP = re.compile(r"\b(it(?!'s)|them|that(?!'s)|those|the same|same|again|too|also|"
+                       r"as well)\b",
                        re.I)
 _ADDS_TO_LAST = re.compile(r"\b(too|also|as well|the same|same for)\b", re.I)
 _REFERS_BACK = re.compile(r"\b(it|them|that one|those)\b", re.I)
@@ -85,7 +86,7 @@ class Recollection:
             return None
         if _FOLLOWUP.search(text):
             last = await self.last_call(request)
-            if last is not None:
+            if last is not None and last.get("tool") == tool.name:  # the same tool only
                 prior = last.get("arguments", {})
                 if all(m in prior for m in missing):
                     args = {**known, **{m: prior[m] for m in missing}}
