@@ -370,3 +370,20 @@ def test_the_house_example_config_is_valid() -> None:
                        timeout=60, cwd=root)
     assert r.returncode == 0, r.stderr
     assert "1 agent(s)" in r.stdout
+
+
+def test_agent_tiers_and_chat_keys_name_their_path() -> None:
+    base = {"models": {"small": {"backend": "llama_cpp", "path": "x.gguf"},
+                       "lan": {"backend": "openai", "base_url": "http://h:1/v1"}},
+            "agents": {"house": {"models": ["small", "nope"]}}}
+    assert "agents.house.models[1]: expected one of [models]" in error_of(base)
+    cfg = loads_dict({**base, "agents": {"house": {"models": ["small", "lan"], "tools": []}}})
+    house = cfg.agents["house"]
+    assert house.tiers == ["small", "lan"] and house.tools == []
+    assert not cfg.models["small"].talks and cfg.models["lan"].talks
+    assert loads_dict({**base, "agents": {"house": {"model": "small"}}}).agents["house"] \
+        .tools is None  # unset: every tool
+    assert "agents.house.answer_tokens" in error_of(
+        {**base, "agents": {"house": {"model": "small", "answer_tokens": 5}}})
+    assert "models.lan.chat" in error_of(
+        {"models": {"lan": {"backend": "openai", "chat": "yes"}}})
