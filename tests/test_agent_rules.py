@@ -281,3 +281,29 @@ def test_prices_signed_changes_unit_choices_and_clearing(tool: str, text: str,
                                                         expected: dict) -> None:
     got = fill(text, _cafe(tool))
     assert {k: got.get(k) for k in expected} == expected, got
+
+
+@pytest.mark.parametrize(("tool", "params", "text", "expected"), [
+    ("library.lend_book", "member,title", "Lend The Hobbit to Sarah Jones for three weeks",
+     {"member": "Sarah Jones", "title": "The Hobbit"}),
+    ("library.lend_book", "member,title", "check out Dune for Ali Hassan, 10 days",
+     {"member": "Ali Hassan", "title": "Dune"}),
+    ("library.lend_book", "member,title", "Loan 'Gone Girl' to member Jo Baxter for 5 days",
+     {"member": "Jo Baxter", "title": "Gone Girl"}),
+    ("library.lend_book", "member,title", "lend pride and prejudice to anna de vries for a month",
+     {"member": "anna de vries", "title": "pride and prejudice"}),
+    ("library.reserve_title", "member,title", "reserve the hunger games four zoe clark",
+     {"member": "zoe clark", "title": "the hunger games"}),
+    ("library.page_colleague", "colleague,message", "tell Tom the book van is here",
+     {"colleague": "Tom", "message": "the book van is here"}),
+    ("library.page_colleague", "colleague,message",
+     "Tell Mr Gallagher that his visitor is waiting at reception",
+     {"colleague": "Mr Gallagher", "message": "his visitor is waiting at reception"}),
+    ("library.page_colleague", "colleague,message",
+     "okay so let priya know the photocopier is jammed again",
+     {"colleague": "priya", "message": "the photocopier is jammed again"}),
+])
+def test_several_free_text_arguments_share_the_request(tool: str, params: str, text: str,
+                                                       expected: dict) -> None:
+    t = TOOLS[tool]
+    assert freetext.assign(text, t, params.split(","), fill(text, t)) == expected

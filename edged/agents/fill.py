@@ -187,7 +187,7 @@ def fill(text: str, tool: Tool) -> dict[str, Any]:
                 out[p.name] = v
     for p in info.params.values():
         if p.kind == "string" and p.time_of_day and (t := timeofday.find(said)) is not None:
-            out[p.name] = t.format(with_day=p.day_first)
+            out[p.name] = t.format(with_day=p.day_first, padded=p.padded)
             said = said[:t.start] + " " + said[t.end:]  # its numbers are not for others
     numeric = [p for p in info.params.values() if p.kind in ("integer", "number")]
     if numeric:
@@ -201,6 +201,10 @@ def fill(text: str, tool: Tool) -> dict[str, Any]:
     for p in info.params.values():
         if p.choices and p.name not in out and (c := _unit_choice(said, p)) is not None:
             out[p.name] = c  # "2 kilos" names the unit choice "kilograms"
+        elif p.choices and p.name not in out and any(
+                isinstance(out.get(n.name), int | float) for n in numeric) and \
+                (c := _count_choice(said, p)) is not None:
+            out[p.name] = c  # "we sold a dozen croissants": pieces
         if p.clears and p.name not in out and _CLEAR.match(_LEAD_IN.sub("", said.lower())):
             out[p.name] = ""  # "clear the display": its empty value
     for p in info.params.values():
@@ -218,6 +222,19 @@ _DECREASE = re.compile(
     r"minus|subtract|deduct|reduce|less|fewer|down by|gave away|returned|binned|threw out|"
     r"thrown out|ate)\b", re.I)
 _CLEAR = re.compile(r"^(?:clear|blank|wipe|remove|delete|take down|take off|reset|empty)\b")
+
+
+_COUNTS = {"pieces", "piece", "count", "items", "item", "units", "unit", "each", "pcs",
+           "number", "pieces/units"}
+
+
+def _count_choice(said: str, p: Param) -> str | None:
+    """A unit choice that counts things, for a number said without a unit; None when the
+    choices are not units or a unit was said."""
+    by_unit = {units.said_unit(str(c)) for c in p.choices or ()}
+    if not (by_unit - {None}) or any(q.unit not in (None, "percent") for q in quantities(said)):
+        return None
+    return next((str(c) for c in p.choices or () if str(c).lower() in _COUNTS), None)
 
 
 def _unit_choice(said: str, p: Param) -> str | None:

@@ -62,7 +62,8 @@ def span(text: str, tool: Tool, param: str, found: dict[str, Any]) -> str | None
     if marked_:
         # "tell housekeeping that one thirteen would like a baby cot": the room's words
         # and the carrier ("would like") still frame it
-        return _without_frame(marked_, tool, param, found, verb_first=False) or marked_
+        return _without_frame(marked_, tool, param, found, verb_first=False,
+                              marked_text=True) or marked_
     return _without_frame(text, tool, param, found)
 
 
@@ -92,14 +93,15 @@ def marked(text: str) -> str | None:
 
 
 def _without_frame(text: str, tool: Tool, param: str, found: dict[str, Any], *,
-                   verb_first: bool = True) -> str | None:
+                   verb_first: bool = True, verbs: bool = False,
+                   marked_text: bool = False) -> str | None:
     """The value inside ``text``: the request is cut where something else stands (another
     argument's words or number, a time of day, the tool's own name and description words),
     each piece loses the frame at its ends, and the longest piece is the value
     ("book maria lopez in with dr patel on tuesday at 9:30" -> "maria lopez");
     ``verb_first``: the first word is the command's verb."""
     strong = _strong_words(tool, param)
-    frame = _CARRIERS | frame_words(tool, param)
+    frame = _CARRIERS | frame_words(tool, param) | (_VERBISH if verbs else set())
     other: set[str] = set()
     for name, value in found.items():
         if name != param:
@@ -108,10 +110,11 @@ def _without_frame(text: str, tool: Tool, param: str, found: dict[str, Any], *,
                       for w in slots.words(a)}
     toks = text.split()
     keys = [_key(t) for t in toks]
-    cut = _number_tokens(text, found, param) | _time_tokens(text, found, param, tool)
-    cut |= {i for i, k in enumerate(keys) if k in strong or k in other}
+    cut = _number_tokens(text, found, param, units_too=not marked_text) | \
+        _time_tokens(text, found, param, tool)
+    cut |= {i for i, k in enumerate(keys) if k in strong or k in other or toks[i] == "|"}
     if verb_first and toks and keys[0] not in _ARTICLES and len(toks) > 1 and \
-            not keys[0].isdigit():
+            not keys[0].isdigit() and toks[0] != "|":
         cut.add(0)  # the command verb ("text", "jot", "note") is never part of the value
     best: str | None = None
     start = 0
@@ -185,17 +188,22 @@ def _key(token: str) -> str:
     return token.lower().strip(".,:;!?\"'()")
 
 
-def _number_tokens(text: str, found: dict[str, Any], param: str) -> set[int]:
+def _number_tokens(text: str, found: dict[str, Any], param: str, *,
+                   units_too: bool = True) -> set[int]:
     """Indexes (in ``text.split()``) of the words that said another argument's number."""
     from .fill import quantities
 
-    values = {float(v) for k, v in found.items() if k != param and isinstance(v, int | float)
-              and not isinstance(v, bool)}
+    values = {abs(float(v)) for k, v in found.items() if k != param and
+              isinstance(v, int | float) and not isinstance(v, bool)}
     if not values:
         return set()
-    # quantities() counts word tokens; map them onto whitespace tokens by position
-    spans = [(q.start, q.end) for q in quantities(text)
-             if q.value in values or (q.alt is not None and q.alt in values)]
+    # quantities() counts word tokens; map them onto whitespace tokens by position; a
+    # quantity said in a unit ("500 grams", "3 euro 75") went into an argument converted
+    qs = quantities(text)
+    spans = [(q.start, q.end) for i, q in enumerate(qs)
+             if abs(q.value) in values or (q.alt is not None and abs(q.alt) in values)
+             or (units_too and q.unit is not None and q.unit != "percent" and not q.fraction)
+             or (i and qs[i - 1].unit in ("currency", "cent") and qs[i - 1].end == q.start)]
     hits: set[int] = set()
     wi = 0
     for ti, tok in enumerate(text.split()):
@@ -204,3 +212,121 @@ def _number_tokens(text: str, found: dict[str, Any], param: str) -> set[int]:
             hits.add(ti)
         wi += n
     return hits
+
+
+# -- several free-text arguments at once ("lend The Hobbit to Sarah Jones") ---------------
+
+_PERSON = re.compile(r"\b(member|customer|patient|person|colleague|staff|guest|client|who|"
+                     r"whom|recipient|borrower|owner|visitor|contact|caller|employee|"
+                     r"student|user)\b|(^|_)name($|_)", re.I)
+_MESSAGE = re.compile(r"^(message|note|notes|text|comment|comments|body|content|memo|"
+                      r"remark|details|instructions|reason)$", re.I)
+_PERSON_VERBS = {"tell", "page", "message", "let", "ask", "call", "text", "email", "notify",
+                 "remind", "ping", "buzz", "phone", "warn", "inform", "alert", "get"}
+_ROLE = re.compile(r"(?:^|\s)(to|for|from)\s+", re.I)
+_TO_MESSAGE = re.compile(r"(?:(?:^|\s|,)(?:saying|that says|to say|and say|and tell (?:him|her|"
+                         r"them)|that)|:)\s+", re.I)
+# words that start a clause, not a name ("wants to take Atomic Habits home")
+_VERBISH = {"take", "get", "have", "go", "come", "borrow", "read", "see", "keep", "bring",
+            "collect", "pick", "make", "do", "be", "say", "know", "check", "return", "put",
+            "give", "send", "leave", "drop", "call", "let", "use", "buy", "pay"}
+_NAME_END = {"the", "a", "an", "that", "to", "too", "two", "and", "saying", "about", "is",
+             "it's", "its", "his", "her", "their", "our", "we", "there", "please", "now",
+             "can", "could", "will", "would", "no", "just", "know", "if", "when", "as"}
+_LEAD_IN = re.compile(r"^(?:(?:please|can you|could you|would you|okay|ok|so|now|just|hey|"
+                      r"and|uh|um)[,]?\s+)*", re.I)
+
+
+def is_person(tool: Tool, param: str) -> bool:
+    doc = tool.param_docs.get(param, "")
+    return bool(_PERSON.search(param) or _PERSON.search(doc.split(".")[0]))
+
+
+def assign(text: str, tool: Tool, params: list[str], found: dict[str, Any]) -> dict[str, str]:
+    """Values for several free-text parameters of one request: a message after its marker
+    ("saying", "that", ":"), a person after "to" / "for" / "from" or right after a verb that
+    addresses one ("tell Tom ..."), and what is left (a title, the items) as the longest
+    piece. Each is trimmed of its frame like a single value."""
+    out: dict[str, str] = {}
+    said = _LEAD_IN.sub("", text.strip())
+    messages = [p for p in params if _MESSAGE.match(p)]
+    persons = [p for p in params if p not in messages and is_person(tool, p)]
+    rest = [p for p in params if p not in messages and p not in persons]
+    if messages:
+        q = _QUOTED.search(said)
+        m = _TO_MESSAGE.search(said)
+        if q and len(q.group(1).split()) >= 2 and rest:
+            pass  # quotes mark a title here ("Loan 'Gone Girl' to ..."): handled below
+        elif m and m.end() < len(said):
+            out[messages[0]] = _TRAIL.sub("", said[m.end():]).strip(" ,:;-\"'")
+            said = said[:m.start()]
+    if persons:  # "reserve the hunger games four zoe clark": a recogniser's "for"
+        said = re.sub(r"\b(?:four|fore)\s+(?=(?:[A-Za-z'-]+\s*){1,3}$)", "for ", said)
+    verb = said.split()[0].lower().strip(",:") if said.split() else ""
+    for p in persons:
+        who = _addressed(said) if verb in _PERSON_VERBS else None
+        if who is None:
+            who = _after_role(said, tool, p, {**found, **out})
+        if who:
+            out[p] = who
+            said = _remove(said, who)
+    if messages and messages[0] not in out and persons and verb in _PERSON_VERBS:
+        # "tell Tom the book van is here": the message is what follows the person, as said
+        words = [w for w in said.split()[1:] if w != "|"]
+        tail = " ".join(words).strip(" ,:;-")
+        if re.match(r"(?i)know\b", tail):  # "let priya know the photocopier is jammed"
+            tail = tail[4:].strip()
+        if tail:
+            out[messages[0]] = _TRAIL.sub("", tail)
+    for p in rest:
+        q = _QUOTED.search(said)
+        value = q.group(1).strip() if q else _without_frame(
+            said, tool, p, {**found, **out}, verb_first=True, verbs=True)
+        if value:
+            out[p] = value
+            said = _remove(said, value)
+    return {k: v for k, v in out.items() if v}
+
+
+def _addressed(said: str) -> str | None:
+    """The person right after a verb that addresses one: "tell Tom the van is here"."""
+    toks = said.split()[1:]
+    name: list[str] = []
+    for t in toks:
+        k = _key(t)
+        if k in _NAME_END or (name and k in _CARRIERS):
+            break
+        name.append(t.strip(",:;"))
+        if t.endswith((",", ":", ";")) or len(name) == 3:
+            break
+    if name and name[0].lower() in ("mr", "mrs", "ms", "dr", "mister", "miss") and \
+            len(name) == 1 and len(toks) > 1:
+        name.append(toks[1].strip(",:;"))
+    return " ".join(name) or None
+
+
+def _after_role(said: str, tool: Tool, param: str, found: dict[str, Any]) -> str | None:
+    """The person after "to" / "for" / "from" (the first such piece that is not all
+    numbers and frame: "for three weeks" is a duration); else the subject at the start
+    ("Grace O'Neill wants ...", "Sarah Jones brought back ...")."""
+    for m in _ROLE.finditer(said):
+        piece = said[m.end():]
+        nxt = _ROLE.search(piece)
+        piece = piece[:nxt.start()] if nxt else piece
+        first = piece.split()[0].lower() if piece.split() else ""
+        if first in _VERBISH:
+            continue  # "to take ...": an infinitive, not a person
+        value = _without_frame(piece, tool, param, found, verb_first=False)
+        if value and not re.fullmatch(r"[\d\s.,]+", value):
+            return value
+    words = said.split()
+    if len(words) > 2 and words[0][:1].isupper() and words[1][:1].isupper():
+        return " ".join(w.strip(",") for w in words[:2])
+    return None
+
+
+def _remove(said: str, value: str) -> str:
+    """``said`` without ``value``, a cut left where it stood (so that what was on either
+    side never joins into one value)."""
+    i = said.lower().find(value.lower())
+    return said if i < 0 else (said[:i] + " | " + said[i + len(value):]).strip()

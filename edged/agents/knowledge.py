@@ -98,6 +98,7 @@ class Param:
     hi_words: frozenset[str] = frozenset()
     time_of_day: bool = False  # a string that holds a time ("HH:MM")
     day_first: bool = False  # ... after a day ("Tuesday 09:30")
+    padded: bool = True  # "09:30", or "9:30" as its description writes it
     currency: bool = False  # a price: "two ninety nine" is 2.99, "50 cents" 0.5
     signed: bool = False  # may be negative: "sold three" is -3
     clears: bool = False  # a string whose empty value clears something ("clear the sign")
@@ -160,7 +161,8 @@ def _param(name: str, prop: dict[str, Any], tool: Tool) -> Param:
     clears = kind == "string" and bool(re.search(r"\bempty\b", doc, re.I)) and bool(
         re.search(r"\b(clear|clears|remove|removes|blank|nothing|off)\b", doc, re.I))
     return Param(name, kind, doc, required, choices=tuple(choices) if choices else None,
-                 time_of_day=is_time, day_first=day_first, clears=clears)
+                 time_of_day=is_time, day_first=day_first, clears=clears,
+                 padded=timeofday.padded(prop, doc))
 
 
 def _bound(prop: dict[str, Any], inclusive: str, exclusive: str) -> float | None:

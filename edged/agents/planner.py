@@ -193,8 +193,9 @@ class Planner:
             return True
         info = knowledge.of(tool)
         found = self.filled(text, tool)
-        if any(info.params[k].choices for k in found if k in info.params):
-            return True
+        if any(info.params[k].choices or info.params[k].currency
+               for k in found if k in info.params):
+            return True  # a choice it offers, or a price, was said
         units_ = {p.unit for p in info.params.values() if p.unit and p.unit != "percent"}
         return any(q.unit is not None and q.unit != "percent" and any(
             fill.units.convert(1.0, q.unit, u) is not None for u in units_)
@@ -292,10 +293,14 @@ class Planner:
                                                                 "maxLength": 60}
             else:
                 return f"I can't work out {m} for {tool.short_name}; please say it plainly."
-        # free text first by rule: the request minus the tool's carrier words
+        # free text first by rule: the request minus the tool's carrier words; several
+        # free-text arguments share the request out ("lend X to Sarah Jones")
+        texts = [m for m in missing if slots._kind(props[m],
+                                                   tool.parameters.get("$defs", {}))[0] == "string"]
+        shared = freetext.assign(text, tool, texts, known) if len(texts) > 1 else {}
         for m in list(missing):
-            if slots._kind(props[m], tool.parameters.get("$defs", {}))[0] == "string":
-                span = freetext.span(text, tool, m, known)
+            if m in texts:
+                span = shared.get(m) if len(texts) > 1 else freetext.span(text, tool, m, known)
                 if span:
                     known[m] = span
                     missing.remove(m)

@@ -74,7 +74,8 @@ def parse_numbers(text: str) -> list[float]:
 
 
 _LEVEL_WORDS = {"brightness", "power", "volume", "speed", "way"}
-_UNIT_WORDS = {"hour", "minute", "second", "day", "week", "degree", "percent", "month"}
+_UNIT_WORDS = {"hour", "minute", "second", "day", "week", "degree", "percent", "month",
+               "fortnight", "year", "dozen", "kilo", "litre", "liter", "pound"}
 
 
 def _starts_number(toks: list[str], i: int) -> bool:

@@ -29,9 +29,18 @@ class TimeSaid:
     start: int  # character span in the (lowercased) text
     end: int
 
-    def format(self, with_day: bool = False) -> str:
-        hhmm = f"{self.hour:02d}:{self.minute:02d}"
+    def format(self, with_day: bool = False, padded: bool = True) -> str:
+        hhmm = f"{self.hour:02d}:{self.minute:02d}" if padded else \
+            f"{self.hour}:{self.minute:02d}"
         return f"{self.day.capitalize()} {hhmm}" if with_day and self.day else hhmm
+
+
+def padded(prop: dict[str, object], description: str) -> bool:
+    """Hours as the parameter's own example writes them: "09:30", or "9:30"."""
+    pattern = str(prop.get("pattern") or "")
+    if re.search(r"\d\{2\}|\[01\]", pattern):
+        return True
+    return not re.search(r"(?<![\d:])\d:\d{2}\b", description)
 
 
 def wants_time(prop: dict[str, object], description: str) -> tuple[bool, bool]:
