@@ -376,7 +376,9 @@ _OFF_VERBS = re.compile(r"^(?:(?:please|can you|could you|okay|ok|so|now|just)\s
                         r"(?:stop|kill|halt|cancel|end|abort|disable|turn off|switch off|"
                         r"shut off|shut down|close|shut)\b", re.I)
 _OFF_TOOL_VERBS = {"stop", "cancel", "close", "disable", "delete", "remove", "clear", "end",
-                   "unset", "disarm", "unlock", "lock", "turn", "switch", "abort", "halt"}
+                   "unset", "disarm", "unlock", "lock", "turn", "switch", "abort", "halt",
+                   "shutdown", "shut", "kill", "off", "poweroff", "power", "pause", "mute",
+                   "retract", "lower", "deactivate", "cut", "drain", "empty", "reset"}
 
 
 def _switches_off(text: str) -> bool:
@@ -390,7 +392,9 @@ def _can_switch_off(tool: Tool) -> bool:
     info = knowledge.of(tool)
     if any(p.kind == "boolean" or p.lo_words for p in info.params.values()):
         return True
-    return tool.short_name.split("_")[0] in _OFF_TOOL_VERBS
+    first_said = slots.words(tool.description)[:1]
+    return bool(set(tool.short_name.lower().split("_")) & _OFF_TOOL_VERBS) or \
+        bool(first_said and first_said[0] in _OFF_TOOL_VERBS)
 
 
 _ACTION_VERBS = {"set", "add", "turn", "switch", "lock", "unlock", "open", "close", "start",
