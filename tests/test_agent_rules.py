@@ -307,3 +307,11 @@ def test_several_free_text_arguments_share_the_request(tool: str, params: str, t
                                                        expected: dict) -> None:
     t = TOOLS[tool]
     assert freetext.assign(text, t, params.split(","), fill(text, t)) == expected
+
+
+def test_a_time_said_is_no_quantity_and_a_price_is_not_a_time() -> None:
+    stock = TOOLS["bakery.record_stock"]
+    got = fill("anna wants six cinnamon buns for tuesday at quarter past ten", stock)
+    assert got.get("quantity") == 6, got
+    price = TOOLS["bakery.set_price"]
+    assert fill("the croissants are 2.50", price).get("euros") == 2.5

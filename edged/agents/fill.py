@@ -190,6 +190,9 @@ def fill(text: str, tool: Tool) -> dict[str, Any]:
             out[p.name] = t.format(with_day=p.day_first, padded=p.padded)
             said = said[:t.start] + " " + said[t.end:]  # its numbers are not for others
     numeric = [p for p in info.params.values() if p.kind in ("integer", "number")]
+    if numeric and not any(p.time_of_day for p in info.params.values()) and \
+            (t := timeofday.explicit(said)) is not None:
+        said = said[:t.start] + " " + said[t.end:]  # "at quarter past ten" is no quantity
     if numeric:
         # units a choice names ("grams", "litres"): a number said in one is the plain number
         named = {units.said_unit(str(c)) for p in info.params.values() for c in p.choices or ()}

@@ -165,12 +165,17 @@ class Planner:
         found = self.filled(text, tool)
         info = knowledge.of(tool)
         score = 0
-        for name in found:
+        words = set(slots.words(said))
+        for name, value in found.items():
             p = info.params.get(name)
             if p is None:
                 continue
             if p.kind == "boolean" and fill.polarity(said, p, info.nouns) is None:
                 continue  # implied, not said
+            if p.choices and not set(slots.words(str(value))) & words and not any(
+                    v == value and set(slots.words(a)) & words
+                    for a, v in tool.aliases.get(name, {}).items()):
+                continue  # a choice taken for what was said otherwise ("pieces")
             score += 1
         units_ = {p.unit for p in info.params.values() if p.unit and p.unit != "percent"}
         for q in fill.quantities(said):

@@ -54,6 +54,17 @@ def wants_time(prop: dict[str, object], description: str) -> tuple[bool, bool]:
     return is_time, with_day
 
 
+def explicit(text: str) -> TimeSaid | None:
+    """A time said so that it cannot be a plain number: "9:30", "7pm", "half past eight",
+    "quarter to six", "noon"; not "at nine"."""
+    low = text.lower()
+    if re.search(r"\b([01]?\d|2[0-3]):[0-5]\d\b", low) or _HOUR_AMPM.search(low) or re.search(
+            r"\b(half|quarter)\s+(past|to|after|before)\b|\b(noon|midday|midnight)\b|"
+            r"\bo'?clock\b", low):
+        return find(text)
+    return None
+
+
 def find(text: str) -> TimeSaid | None:
     """The time of day in ``text``, or None."""
     low = text.lower()
