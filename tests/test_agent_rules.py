@@ -315,3 +315,12 @@ def test_a_time_said_is_no_quantity_and_a_price_is_not_a_time() -> None:
     assert got.get("quantity") == 6, got
     price = TOOLS["bakery.set_price"]
     assert fill("the croissants are 2.50", price).get("euros") == 2.5
+
+
+def test_a_catalogue_item_loses_its_article() -> None:
+    price = TOOLS["bakery.set_price"]
+    text = "set the price of the sourdough loaf to 4.50"
+    assert freetext.span(text, price, "item", fill(text, price)) == "sourdough loaf"
+    lend = TOOLS["library.lend_book"]  # a title keeps its own: "The Hobbit"
+    assert freetext.assign("lend The Hobbit to Sarah Jones", lend, ["member", "title"],
+                           {})["title"] == "The Hobbit"

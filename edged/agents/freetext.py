@@ -49,8 +49,19 @@ def frame_words(tool: Tool, param: str) -> set[str]:
     return words - _ARTICLES
 
 
+# a parameter that names a thing from a catalogue: "the sourdough loaf" is "sourdough loaf"
+_CATALOGUE = re.compile(r"^(item|items?_name|product|article|sku|dish|drink|ingredient)$", re.I)
+
+
 def span(text: str, tool: Tool, param: str, found: dict[str, Any]) -> str | None:
     """The free-text value of ``param`` in ``text``, or None."""
+    value = _span(text, tool, param, found)
+    if value and _CATALOGUE.match(param):
+        value = re.sub(r"(?i)^the\s+", "", value)
+    return value
+
+
+def _span(text: str, tool: Tool, param: str, found: dict[str, Any]) -> str | None:
     text = text.strip()
     if (m := _QUOTED.search(text)) and len(m.group(1).split()) >= 2:
         return m.group(1).strip()
