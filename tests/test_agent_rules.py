@@ -10,7 +10,6 @@ what a call lacks or walk attributes, tools with odd schemas, very long requests
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -180,16 +179,18 @@ def test_memory_statements_are_told_apart_from_commands(text: str, op: str | Non
     assert remember.told("note that the plumber comes friday", note_tool=True) is None
 
 
+@pytest.mark.timeout(60)  # a regex that backtracks without end fails here, not in a device
 def test_rules_survive_hostile_requests() -> None:
-    """Very long, binary-looking and number-stuffed requests: bounded time, no exception."""
+    """Very long, binary-looking and number-stuffed requests: no exception, a result of the
+    declared types."""
     tool = TOOLS["hotel.set_wake_up_call"]
     for text in ["one " * 5000, "9" * 10000, "\x00\x01 " * 2000, "at at at " * 2000,
                  "minus " * 3000 + "5", "half " * 3000, "-" * 5000, "😀" * 3000]:
-        t0 = time.perf_counter()
-        fill(text, tool)
-        freetext.span(text, tool, "at", {})
-        remember.told(text)
-        assert time.perf_counter() - t0 < 2.0, text[:20]
+        got = fill(text, tool)
+        assert all(isinstance(v, int | float | str | bool) for v in got.values()), got
+        assert freetext.span(text, tool, "at", {}) is None or isinstance(
+            freetext.span(text, tool, "at", {}), str)
+        assert remember.told(text) is None or remember.told(text).op == "remember"
 
 
 RESERVE = '''
@@ -324,3 +325,37 @@ def test_a_catalogue_item_loses_its_article() -> None:
     lend = TOOLS["library.lend_book"]  # a title keeps its own: "The Hobbit"
     assert freetext.assign("lend The Hobbit to Sarah Jones", lend, ["member", "title"],
                            {})["title"] == "The Hobbit"
+
+
+ODD = '''
+from typing import Annotated, Literal, Optional
+from msgspec import Meta
+
+def f(level: Annotated[int, Meta(ge=5, le=5)], codes: list[str], mode: Literal[1, 2, 3],
+      maybe: Optional[float] = None, flag: bool = False, opts: dict = {}) -> dict:
+    return {}
+'''
+ODD_DOC = ("True True True false FALSE 0 is 100 is (((( 1 = 2 = 3 = in in in " + "x" * 50000 +
+           "\n\n    Args:\n        level: 5 is fully 5 is fully 5 is ( ( ( 0 (silent) to 10"
+           " (loudest)\n        flag: True False True False instead of on rather than off\n"
+           "        maybe: in °C in °F in bar (minutes) HH:MM Tuesday 09:30 empty clears\n")
+
+
+@pytest.mark.timeout(60)
+def test_rules_survive_odd_plugins() -> None:
+    """A plugin with odd schemas and a hostile docstring: knowledge, the implied requests,
+    the rules and the reply all work (or leave things open); nothing raises."""
+    ns: dict[str, object] = {}
+    exec(ODD, ns)  # noqa: S102 - a plugin function of the test
+    ns["f"].__doc__ = ODD_DOC  # type: ignore[union-attr]
+    tool = make_tool(ns["f"], name="odd.f")  # type: ignore[arg-type]
+    info = knowledge.of(tool)
+    assert set(info.params) == {"level", "codes", "mode", "maybe", "flag", "opts"}
+    assert all(isinstance(u, str) for u in knowledge.utterances(tool))
+    for text in ["set level 5 mode 2 with flag", "turn it off", "codes abc", "", "5 5 5 5"]:
+        got = fill(text, tool)
+        assert set(got) <= set(info.params), got
+        freetext.span(text, tool, "codes", got)
+        freetext.assign(text, tool, ["codes"], got)
+    call = ToolCall(tool="odd.f", arguments={"level": 5}, result={"nested": {"a": [1, 2]}})
+    assert phrasing.render([call], {"odd.f": tool})

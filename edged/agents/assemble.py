@@ -11,6 +11,7 @@ from ..escalation import Escalator
 from ..governor import Governor
 from ..memory import Consolidator, Memory
 from ..models.pool import ModelPool
+from ..tools.base import Tool
 from ..tools.runner import ToolRunner
 from . import knowledge
 from .base import Stage
@@ -19,6 +20,18 @@ from .tiers import Tier, Tiers
 from .tool_agent import ToolAgent
 
 log = logging.getLogger("edged.agents")
+
+def _implied(tool: Tool) -> list[str]:
+    """The requests a tool's own words imply when its author gave no examples; a plugin
+    whose schema the rules cannot read gets none (logged), never a failed start."""
+    if tool.example_pairs():
+        return []
+    try:
+        return knowledge.utterances(tool)
+    except Exception as e:  # noqa: BLE001 - plugin-provided text must not stop the agents
+        log.warning("tool %s: no implied requests: %r", tool.name, e)
+        return []
+
 
 Embed = Callable[[list[str]], Awaitable[list[list[float]]]]
 
@@ -38,8 +51,7 @@ async def build_agents(agents: Mapping[str, AgentConfig], *, runner: ToolRunner,
         index = CentroidIndex(embed)
         tools = runner.visible(acfg.tools)
         # a tool whose author gave no examples gets the requests its own words imply
-        implied = {t.name: knowledge.utterances(t) if not t.example_pairs() else []
-                   for t in tools}
+        implied = {t.name: _implied(t) for t in tools}
         await index.build({t.name: [t.description] + [u for u, _ in t.example_pairs()]
                            + implied[t.name] for t in tools},
                           leads={t.name: tool_leads(t) for t in tools},

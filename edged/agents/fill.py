@@ -297,8 +297,7 @@ def _has(text: str, phrase: str) -> list[int]:
     return [m.start() for m in re.finditer(rx + (r"\s*$" if end else ""), text)]
 
 
-_LEAD_IN = re.compile(r"^(?:(?:please|can you|could you|would you|will you|okay|ok|so|now|"
-                      r"just|and|then|hey|right)[,]?\s+)*")
+_LEAD_IN = slots.LEAD_IN
 
 
 def polarity(text: str, p: Param, nouns: frozenset[str] = frozenset()) -> bool | None:

@@ -244,8 +244,7 @@ _VERBISH = {"take", "get", "have", "go", "come", "borrow", "read", "see", "keep"
 _NAME_END = {"the", "a", "an", "that", "to", "too", "two", "and", "saying", "about", "is",
              "it's", "its", "his", "her", "their", "our", "we", "there", "please", "now",
              "can", "could", "will", "would", "no", "just", "know", "if", "when", "as"}
-_LEAD_IN = re.compile(r"^(?:(?:please|can you|could you|would you|okay|ok|so|now|just|hey|"
-                      r"and|uh|um)[,]?\s+)*", re.I)
+_LEAD_IN = slots.LEAD_IN
 
 
 def is_person(tool: Tool, param: str) -> bool:

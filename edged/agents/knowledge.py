@@ -251,6 +251,22 @@ def _ends(doc: str, lo: float | None, hi: float | None, unit: str | None
     return frozenset(lo_w - both), frozenset(hi_w - both)
 
 
+# verbs that change something, and verbs that only read (planner: a question never runs the
+# first kind)
+ACTION_VERBS = {"set", "add", "turn", "switch", "lock", "unlock", "open", "close", "start",
+                 "stop", "cancel", "create", "delete", "remove", "book", "order", "page",
+                 "send", "fire", "put", "adjust", "announce", "water", "request", "preheat",
+                 "arm", "disarm", "enable", "disable", "play", "pause", "mute", "unmute",
+                 "log", "write", "record", "schedule", "move", "raise", "lower", "dim",
+                 "run", "clear", "reset", "restart", "reboot", "update", "change", "make",
+                 "call", "notify", "message", "text", "email", "feed", "toggle", "remember",
+                 "forget", "mark", "assign", "buy", "pay", "charge", "refund", "ship",
+                 "print", "apply", "activate", "deactivate", "release", "hold", "fill",
+                 "empty", "drain", "heat", "cool", "boost", "set_up", "tell"}
+QUERY_VERBS = {"get", "gets", "read", "reads", "show", "shows", "list", "lists", "report",
+                "reports", "return", "returns", "look", "looks", "tell", "tells", "check",
+                "checks", "query", "fetch", "fetches", "what", "find", "search", "recall"}
+
 # words that start a tool's name as its verb (else the name is a noun: tank_level)
 VERBS = {"set", "get", "add", "turn", "switch", "lock", "unlock", "open", "close", "start",
          "stop", "cancel", "create", "delete", "remove", "book", "order", "page", "send",

@@ -372,10 +372,6 @@ def _vocabulary(tool: Tool) -> set[str]:
     return words | {w[:-1] for w in words if w.endswith("s")} | {w + "s" for w in words}
 
 
-_QUERY_VERBS = {"get", "gets", "read", "reads", "show", "shows", "list", "lists", "report",
-                "reports", "return", "returns", "look", "looks", "tell", "tells", "check",
-                "checks", "query", "fetch", "fetches", "what", "find", "search", "recall"}
-
 
 _OFF_VERBS = re.compile(r"^(?:(?:please|can you|could you|okay|ok|so|now|just)\s+)*"
                         r"(?:stop|kill|halt|cancel|end|abort|disable|turn off|switch off|"
@@ -402,17 +398,6 @@ def _can_switch_off(tool: Tool) -> bool:
         bool(first_said and first_said[0] in _OFF_TOOL_VERBS)
 
 
-_ACTION_VERBS = {"set", "add", "turn", "switch", "lock", "unlock", "open", "close", "start",
-                 "stop", "cancel", "create", "delete", "remove", "book", "order", "page",
-                 "send", "fire", "put", "adjust", "announce", "water", "request", "preheat",
-                 "arm", "disarm", "enable", "disable", "play", "pause", "mute", "unmute",
-                 "log", "write", "record", "schedule", "move", "raise", "lower", "dim",
-                 "run", "clear", "reset", "restart", "reboot", "update", "change", "make",
-                 "call", "notify", "message", "text", "email", "feed", "toggle", "remember",
-                 "forget", "mark", "assign", "buy", "pay", "charge", "refund", "ship",
-                 "print", "apply", "activate", "deactivate", "release", "hold", "fill",
-                 "empty", "drain", "heat", "cool", "boost", "set_up", "tell"}
-
 
 def _changes_state(tool: Tool) -> bool:
     """A tool changes something when its name or its description starts with an action verb
@@ -424,14 +409,14 @@ def _changes_state(tool: Tool) -> bool:
            for r in req if r in props):
         return True
     name = tool.short_name.lower().split("_")
-    if name[:2] == ["check", "in"] or name[0] in _ACTION_VERBS:
+    if name[:2] == ["check", "in"] or name[0] in knowledge.ACTION_VERBS:
         return True
-    if name[0] in _QUERY_VERBS:
+    if name[0] in knowledge.QUERY_VERBS:
         return False
     desc = slots.words(tool.description)[:2]
     if desc[:2] == ["check", "in"]:
         return True
-    return bool(desc) and desc[0] in _ACTION_VERBS and desc[0] != "tell"
+    return bool(desc) and desc[0] in knowledge.ACTION_VERBS and desc[0] != "tell"
 
 
 

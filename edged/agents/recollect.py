@@ -10,7 +10,7 @@ from typing import Any
 from ..memory.recall import Memory
 from ..messages import Request
 from ..tools.base import ArgumentError, Tool
-from . import slots
+from . import fill, slots
 from .planner import Planner, Step, valid
 
 # A recalled memory may fill an argument only when it is this close to the request.
@@ -96,7 +96,7 @@ class Recollection:
                                             kinds=("preference", "fact", "decision"),
                                             min_similarity=RECALL_FILL_MIN_SIMILARITY)
         for m in memories:
-            found = slots.fill(m.text, tool.parameters, tool.aliases)
+            found = fill.fill(m.text, tool)  # the same rules as a request
             shared = [k for k in known if k in found]
             if any(found[k] != known[k] for k in shared):
                 continue  # about something else (another room)

@@ -196,6 +196,10 @@ _POLARITY: list[tuple[set[str], set[str], set[str]]] = [
 _NEGATION = {"not", "don't", "dont", "never", "no"}
 
 
+# politeness and fillers before a command's verb ("okay so can you ...")
+LEAD_IN = re.compile(r"^(?:(?:please|can you|could you|would you|will you|okay|ok|so|now|"
+                     r"just|and|then|hey|right|uh|um)[,]?\s+)*", re.I)
+
 _QUESTION_START = {"is", "are", "was", "were", "did", "does", "do", "has", "have", "what",
                    "what's", "whats", "which", "who", "where", "when", "why", "how", "how's",
                    "hows", "how're", "whereabouts"}
