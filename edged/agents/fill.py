@@ -224,7 +224,8 @@ _DECREASE = re.compile(
     r"smashed|dropped|wrote off|write off|written off|spoiled|spoilt|expired|damaged|stolen|"
     r"minus|subtract|deduct|reduce|less|fewer|down by|gave away|returned|binned|threw out|"
     r"thrown out|ate)\b", re.I)
-_CLEAR = re.compile(r"^(?:clear|blank|wipe|remove|delete|take down|take off|reset|empty)\b")
+_CLEAR = re.compile(r"^(?:clear|blank|wipe|remove|delete|take down|take off|reset|empty|"
+                    r"take (?:the |that |this )?\w+ (?:down|off)$)\b")
 
 
 _COUNTS = {"pieces", "piece", "count", "items", "item", "units", "unit", "each", "pcs",

@@ -123,7 +123,11 @@ def _without_frame(text: str, tool: Tool, param: str, found: dict[str, Any], *,
     keys = [_key(t) for t in toks]
     cut = _number_tokens(text, found, param, units_too=not marked_text) | \
         _time_tokens(text, found, param, tool)
+    if marked_text:
+        strong = set()  # "to say the library closes at 1pm": the tool's words are the message's
     cut |= {i for i, k in enumerate(keys) if k in strong or k in other or toks[i] == "|"}
+    cut |= {j for i in range(len(keys) - 1) if keys[i] + keys[i + 1] in strong
+            for j in (i, i + 1)}  # "notice board" for the noticeboard
     if verb_first and toks and keys[0] not in _ARTICLES and len(toks) > 1 and \
             not keys[0].isdigit() and toks[0] != "|":
         cut.add(0)  # the command verb ("text", "jot", "note") is never part of the value
@@ -248,8 +252,12 @@ _LEAD_IN = slots.LEAD_IN
 
 
 def is_person(tool: Tool, param: str) -> bool:
-    doc = tool.param_docs.get(param, "")
-    return bool(_PERSON.search(param) or _PERSON.search(doc.split(".")[0]))
+    """The parameter holds a person: by its name (``patient``, ``customer_name``) or by
+    its description's first words ("Who to page", "The member's name"); "What to bring, in
+    the guest's words" is not one."""
+    doc = tool.param_docs.get(param, "").strip()
+    head = re.match(r"(?i)(?:the |a |an )?([\w-]+)", doc)
+    return bool(_PERSON.search(param) or (head and _PERSON.fullmatch(head.group(1))))
 
 
 def assign(text: str, tool: Tool, params: list[str], found: dict[str, Any]) -> dict[str, str]:
@@ -340,3 +348,60 @@ def _remove(said: str, value: str) -> str:
     side never joins into one value)."""
     i = said.lower().find(value.lower())
     return said if i < 0 else (said[:i] + " | " + said[i + len(value):]).strip()
+
+
+# -- is a value what its parameter holds? ---------------------------------------------------
+
+# words that make a clause, never part of a name ("Jones brought", "Ruby Patel, due back")
+_CLAUSE = {"is", "are", "was", "were", "am", "be", "been", "has", "have", "had", "do", "does",
+           "did", "will", "would", "should", "could", "can", "shall", "must", "may", "might",
+           "please", "wants", "wanted", "went", "came", "come", "comes", "coming", "arrived",
+           "brought", "returned", "ordered", "needs", "needed", "said", "says", "saying",
+           "due", "back", "today", "tomorrow", "tonight", "yesterday", "now", "then", "this",
+           "that", "these", "those", "it", "it's", "they", "we", "i", "you", "he", "she",
+           "pick", "pickup", "collecting", "collect", "and", "or", "but", "so", "if", "when",
+           "until", "because", "paid", "the", "a", "an", "of", "to", "for", "from", "with",
+           "in", "on", "at", "by", "into", "about", "every", "all", "no", "not"}
+# a person's name may carry these ("Mrs Okafor", "the Chen family", "van der Berg")
+_NAME_PARTICLES = {"mr", "mrs", "ms", "miss", "mister", "dr", "doctor", "nurse", "prof",
+                   "sir", "madam", "family", "de", "van", "der", "von", "da", "di", "la", "le",
+                   "del", "bin", "al", "o", "mc", "st"}
+
+
+def plausible(tool: Tool, param: str, value: str, others: dict[str, Any]) -> bool:
+    """Whether a free-text ``value`` can be what ``param`` holds, by its shape alone: a
+    person's name is a few name words (no clause, number or punctuation inside); no value
+    repeats another free-text argument's words; a title or an item is not only frame.
+    A value that fails is asked for, never sent: a wrong call is worse than a question."""
+    words = slots.words(value)
+    if not words:
+        return False
+    for name, other in others.items():
+        if name == param or not isinstance(other, str) or not other.strip():
+            continue
+        if other.lower() in value.lower() or value.lower() in other.lower():
+            return False  # two arguments took the same words
+    if is_person(tool, param):
+        if len(words) > 4 or re.search(r"\d|[,:;!?]\s", value + " "):
+            return False
+        toks = [t.strip(".,'") for t in value.split()]
+        if any(t.lower() in _CLAUSE and not t[:1].isupper()
+               for t in toks if t.lower() not in _NAME_PARTICLES):
+            return False
+        return True
+    if _MESSAGE.match(param):
+        return True
+    if set(words) & _CLAUSE_VERBS or words[-1] in _DANGLING:
+        return False  # "Jones brought", "the gruffalo checked out or": a clause, cut wrong
+    frame = frame_words(tool, param) | _CARRIERS
+    return any(w not in frame and w not in _ARTICLES for w in words)
+
+
+# a title or an item holding one of these was cut out of a clause
+_CLAUSE_VERBS = {"is", "are", "was", "were", "am", "has", "have", "had", "will", "would",
+                 "should", "could", "can", "please", "wants", "wanted", "went", "came",
+                 "arrived", "brought", "returned", "ordered", "needs", "needed", "checked",
+                 "dropped", "took", "gave", "today", "tomorrow", "tonight", "yesterday",
+                 "now", "it's", "they're", "we're", "i'm", "he's", "she's"}
+_DANGLING = {"or", "and", "to", "for", "with", "from", "by", "of", "the", "a", "an", "at",
+             "on", "in", "but", "so"}

@@ -43,6 +43,8 @@ GROUNDED_BELOW = 0.4
 EVIDENCE_MARGIN = 0.12
 # Splitting a request into several commands needs every part to be a clear command.
 SPLIT_MIN_SCORE = 0.5
+# What a word only one tool is known by adds to its score (two such words at most).
+OWN_WORD_BOOST = 0.08
 
 
 class WantsCloud(Exception):
@@ -63,6 +65,7 @@ class Planner:
         self._model_for = model_for
         self.cloud_pick = cloud_pick  # the model may answer "escalate" among close tools
         self._fill_cache: dict[tuple[str, str], dict[str, Any]] = {}
+        self._own: dict[str, set[str]] | None = None
 
     async def plan(self, text: str) -> list[Step]:
         """One step per independent command; None args: the model must fill some."""
@@ -83,6 +86,8 @@ class Planner:
 
     async def step(self, text: str) -> Step | None:
         ranking = await self.index.rank(text, list(self.tools))
+        if boost := self._own_words_boost(text):
+            ranking = ranking.boost(boost)
         if slots.is_question(text):
             ranking = ranking.penalise({n for n, t in self.tools.items() if _changes_state(t)},
                                        0.25)
@@ -130,6 +135,26 @@ class Planner:
             first = first or (text, tool, None, ranking)
         return first
 
+
+    def _own_words_boost(self, text: str) -> dict[str, float]:
+        """A request full of names and titles ("Sarah Jones brought back The Hobbit") sits
+        far from every tool's sentences; a word only one tool is known by ("back") still
+        says which. Each such word said raises that tool's score."""
+        said = {_stem(w) for w in slots.words(fill.mend(text))}
+        out: dict[str, float] = {}
+        for name, own in self._own_words().items():
+            hits = len(own & said)
+            if hits:
+                out[name] = OWN_WORD_BOOST * min(hits, 2)
+        return out
+
+    def _own_words(self) -> dict[str, set[str]]:
+        if self._own is None:
+            vocab = {n: {_stem(w) for w in _known_by(t)} - _FRAME_WORDS
+                     for n, t in self.tools.items()}
+            self._own = {n: v - set().union(*(o for m, o in vocab.items() if m != n))
+                         for n, v in vocab.items()}
+        return self._own
 
     def _by_evidence(self, text: str, ranking: Ranking) -> Step | None:
         """Tools that sound alike (a valve and a watering zone; a preheat and a fridge) are
@@ -303,9 +328,14 @@ class Planner:
         texts = [m for m in missing if slots._kind(props[m],
                                                    tool.parameters.get("$defs", {}))[0] == "string"]
         shared = freetext.assign(text, tool, texts, known) if len(texts) > 1 else {}
+        spans_ = {m: shared.get(m) if len(texts) > 1 else freetext.span(text, tool, m, known)
+                  for m in texts}
         for m in list(missing):
             if m in texts:
-                span = shared.get(m) if len(texts) > 1 else freetext.span(text, tool, m, known)
+                span = spans_[m]
+                if span and not freetext.plausible(tool, m, span, {**known, **spans_}):
+                    log.debug("%s: %r is no %s; asked instead", tool.name, span, m)
+                    return f"Which {m} do you mean?"
                 if span:
                     known[m] = span
                     missing.remove(m)
@@ -350,6 +380,16 @@ _STOP = {"the", "a", "an", "and", "or", "of", "to", "in", "on", "at", "for", "wi
          "false", "room"}
 
 
+# words that frame any request, whatever the tool
+_FRAME_WORDS = set("""please can could would will shall should may might must you your yours our
+ours my mine me not now all any some one new say said want wants need needs like just also then
+than into onto up out off over about after before if whether them they their theirs these those
+has have had having was were been being does did done first itself himself herself none known
+right str int bool very more most much many such only own same other another each every both
+either neither here there when where which while what who whom whose why how yes true false
+let lets get got gets going come comes came again still already yet too well thing things
+""".split())
+
 _COMMON_VERBS = {"turn", "turns", "switch", "switches", "make", "makes", "start", "starts",
                  "stop", "stops", "open", "opens", "close", "closes", "send", "sends", "book",
                  "books", "add", "adds", "put", "puts", "check", "checks", "tell", "tells",
@@ -371,6 +411,22 @@ def _vocabulary(tool: Tool) -> set[str]:
     words = {w for w in words if len(w) > 2 and w not in _STOP}
     return words | {w[:-1] for w in words if w.endswith("s")} | {w + "s" for w in words}
 
+
+
+def _known_by(tool: Tool) -> set[str]:
+    """The words a tool's author used for what it does: its name, description, parameter
+    names and descriptions, and its examples without their values ("Alice Carter")."""
+    text = [tool.name.replace(".", " ").replace("_", " "), tool.description,
+            *(f"{p.replace('_', ' ')} {d}" for p, d in tool.param_docs.items())]
+    for utterance, args in tool.example_pairs():
+        rest = utterance.lower()
+        for v in (args or {}).values():
+            rest = rest.replace(str(v).lower(), " ")
+        text.append(rest)
+    words = {w for t in text for w in slots.words(t)
+             if len(w) > 2 and not w.isdigit()}
+    numbers = set(slots._UNITS) | set(slots._TENS) | set(slots._SCALES)
+    return words - _STOP - _COMMON_VERBS - _FRAME_WORDS - numbers
 
 
 _OFF_VERBS = re.compile(r"^(?:(?:please|can you|could you|okay|ok|so|now|just)\s+)*"

@@ -10,7 +10,7 @@ from typing import Any
 from ..memory.recall import Memory
 from ..messages import Request
 from ..tools.base import ArgumentError, Tool
-from . import fill, slots
+from . import fill, knowledge, slots
 from .planner import Planner, Step, valid
 
 # A recalled memory may fill an argument only when it is this close to the request.
@@ -22,6 +22,8 @@ _FOLLOWUP = re.compile(r"\b(it(?!'s)|them|that(?!'s)|those|the same|same|again|t
                        re.I)
 _ADDS_TO_LAST = re.compile(r"\b(too|also|as well|the same|same for)\b", re.I)
 _REFERS_BACK = re.compile(r"\b(it|them|that one|those)\b", re.I)
+# the request asks for the last call's words again ("send that again", "the same message")
+_REPEATS = re.compile(r"\b(again|the same|same)\b", re.I)
 _PREFERENCE_CUE = re.compile(r"\b(usual|usually|like|prefer|favou?rite|always)\b", re.I)
 
 
@@ -84,14 +86,19 @@ class Recollection:
         missing = [r for r in required if r not in known]
         if not missing:
             return None
+        free = {m for m in missing if _free_text(tool, m)}
         if _FOLLOWUP.search(text):
             last = await self.last_call(request)
-            if last is not None and last.get("tool") == tool.name:  # the same tool only
+            if last is not None and last.get("tool") == tool.name and (
+                    not free or (_REPEATS.search(text) and len(text.split()) <= 5)):
+                # a name or a message is never carried over unless asked for again
                 prior = last.get("arguments", {})
                 if all(m in prior for m in missing):
                     args = {**known, **{m: prior[m] for m in missing}}
                     if valid(tool, args):
                         return args
+        if free:
+            return None  # a memory tells a preference, not who to page or what to say
         memories = await self.memory.recall(text, request.device,
                                             kinds=("preference", "fact", "decision"),
                                             min_similarity=RECALL_FILL_MIN_SIMILARITY)
@@ -109,3 +116,9 @@ class Recollection:
                     return args
         return None
 
+
+
+def _free_text(tool: Tool, name: str) -> bool:
+    """A string without choices or a time format: a name, a title, a message."""
+    p = knowledge.of(tool).params.get(name)
+    return p is not None and p.kind == "string" and not p.choices and not p.time_of_day

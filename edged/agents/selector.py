@@ -44,6 +44,13 @@ class Ranking:
         choices.sort(key=lambda c: -c.score)
         return Ranking(choices, self.threshold, self.margin)
 
+    def boost(self, amounts: dict[str, float]) -> Ranking:
+        """The same ranking with each name's score raised by its amount (re-sorted)."""
+        choices = [Choice(c.name, round(c.score + amounts.get(c.name, 0.0), 4))
+                   for c in self.choices]
+        choices.sort(key=lambda c: -c.score)
+        return Ranking(choices, self.threshold, self.margin)
+
     @property
     def confidence(self) -> float:
         if not self.choices:
