@@ -199,8 +199,11 @@ def fill(text: str, tool: Tool) -> dict[str, Any]:
         out.update(_numbers(said, numeric, out, {u for u in named if u}))
         for p in numeric:
             v = out.get(p.name)
-            if p.signed and isinstance(v, int | float) and v > 0 and _DECREASE.search(said):
-                out[p.name] = -v  # "we sold three": a change of -3
+            if p.signed and isinstance(v, int | float) and v > 0:
+                if _DECREASE.search(said):
+                    out[p.name] = -v  # "we sold three": a change of -3
+                elif not _INCREASE.search(said):
+                    out.pop(p.name)  # in or out? not said: asked, never guessed
     for p in info.params.values():
         if p.choices and p.name not in out and (c := _unit_choice(said, p)) is not None:
             out[p.name] = c  # "2 kilos" names the unit choice "kilograms"
@@ -219,8 +222,15 @@ def fill(text: str, tool: Tool) -> dict[str, Any]:
     return out
 
 
+_INCREASE = re.compile(
+    r"\b(add|added|adding|plus|delivered|delivery|deliveries|arrived|came in|come in|got in|"
+    r"received|receive|baked|bake|made|make|produced|bought|restock|restocked|stocked|"
+    r"in stock|to stock|into stock|put in|brought in|new batch|fresh batch|increase|more|"
+    r"extra|found|up by|topped up|top up)\b", re.I)
 _DECREASE = re.compile(
     r"\b(sold|sell|selling|used|use up|used up|took|take out|taken|removed?|lost|broke|broken|"
+    r"threw away|thrown away|throw away|threw out|throw out|wasted|waste|went into|gone|"
+    r"go into|went in|burnt|burned|"
     r"smashed|dropped|wrote off|write off|written off|spoiled|spoilt|expired|damaged|stolen|"
     r"minus|subtract|deduct|reduce|less|fewer|down by|gave away|returned|binned|threw out|"
     r"thrown out|ate)\b", re.I)
@@ -325,9 +335,9 @@ def polarity(text: str, p: Param, nouns: frozenset[str] = frozenset()) -> bool |
         chosen.append(h)
     pos, _, meaning, phrase = chosen[-1]
     before = low[:pos].split()[-5:]
-    if any(w in slots._NEGATION for w in before) and \
+    if (any(w in slots._NEGATION for w in before) or "without" in before[-2:]) and \
             phrase.split()[0] not in slots._NEGATION:
-        meaning = not meaning
+        meaning = not meaning  # "don't stop the pump", "announce without the chime"
     return meaning
 
 
@@ -340,7 +350,7 @@ def _numbers(text: str, params: list[Param], found: dict[str, Any],
     free = list(params)
     used: set[int] = set()
     for p in [p for p in params if p.currency]:
-        got = _money(qs, used)
+        got = _money(qs, used, slots.words(text))
         if got is not None:
             out[p.name] = got
             free.remove(p)
@@ -358,12 +368,18 @@ def _numbers(text: str, params: list[Param], found: dict[str, Any],
     # 2. plain numbers in order of mention to what is left (never across units)
     plain = {None, "percent"} | (named_units or set())
     rest = [q for qi, q in enumerate(qs) if qi not in used and not q.fraction and q.unit in plain]
+    words = slots.words(text)
     for p in list(free):
         if not rest:
             break
-        fitting = [q for q in rest if _fits(q.value, p) or (q.alt is not None and
-                                                            _fits(q.alt, p))]
-        pool = fitting or rest  # none fits: keep one, so the tool is seen not to fit
+        # "three sourdough loaves" counts loaves: never a percentage, a price or degrees
+        can = [q for q in rest if not ((p.unit or p.percent_like or p.currency) and
+                                       q.unit is None and _counts_things(words, q))]
+        if not can:
+            continue
+        fitting = [q for q in can if _fits(q.value, p) or (q.alt is not None and
+                                                           _fits(q.alt, p))]
+        pool = fitting or can  # none fits: keep one, so the tool is seen not to fit
         q = pool[-1] if len(free) == 1 else pool[0]
         if q.unit == "percent" and not p.percent_like:
             continue
@@ -385,10 +401,28 @@ def _numbers(text: str, params: list[Param], found: dict[str, Any],
     return out
 
 
-def _money(qs: list[Quantity], used: set[int]) -> float | None:
-    """A price said: "2.50", "two ninety nine" (2.99), "3 euros 50", "80 cents"."""
+# words after a number that do not make it a count of things ("2 to 3", "40 of them")
+_NOT_THINGS = {"of", "and", "to", "at", "for", "in", "on", "by", "or", "with", "from",
+               "percent", "off", "each", "now", "please", "today", "then", "a", "an", "the",
+               "is", "are", "was", "o'clock", "am", "pm", "per", "more", "less", "minus",
+               "plus", "point", "degrees", "euros", "euro", "cents"}
+
+
+def _counts_things(words: list[str], q: Quantity) -> bool:
+    """The number is followed by the thing it counts ("40 baguettes", "three loaves")."""
+    if q.unit is not None or q.end >= len(words):
+        return False
+    nxt = words[q.end]
+    return nxt.isalpha() and nxt not in _NOT_THINGS and nxt not in slots._UNITS and \
+        nxt not in slots._TENS and units.said_unit(nxt) is None
+
+
+def _money(qs: list[Quantity], used: set[int], words: list[str]) -> float | None:
+    """A price said: "2.50", "two ninety nine" (2.99), "3 euros 50", "80 cents"; not a
+    count of things ("three loaves")."""
     for qi, q in enumerate(qs):
-        if q.fraction or q.unit not in (None, "currency", "cent", "pound"):
+        if q.fraction or q.unit not in (None, "currency", "cent", "pound") or \
+                _counts_things(words, q):
             continue
         used.add(qi)
         if q.unit == "cent":

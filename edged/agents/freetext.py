@@ -53,9 +53,18 @@ def frame_words(tool: Tool, param: str) -> set[str]:
 _CATALOGUE = re.compile(r"^(item|items?_name|product|article|sku|dish|drink|ingredient)$", re.I)
 
 
+_WHEN_TAIL = re.compile(
+    r"(?:\s+(?:this|last|yesterday|tomorrow) (?:morning|afternoon|evening|night)|"
+    r"\s+(?:today|tonight|yesterday|tomorrow|now|from now on|from today|right now|"
+    r"each|apiece|please))+[\s.,!?]*$", re.I)
+
+
 def span(text: str, tool: Tool, param: str, found: dict[str, Any]) -> str | None:
     """The free-text value of ``param`` in ``text``, or None."""
     value = _span(text, tool, param, found)
+    if value and not _MESSAGE.match(param):
+        # "cinnamon buns this morning": when it happened is not part of the thing
+        value = _WHEN_TAIL.sub("", value).strip() or value
     if value and _CATALOGUE.match(param):
         value = re.sub(r"(?i)^the\s+", "", value)
     return value
@@ -391,7 +400,7 @@ def plausible(tool: Tool, param: str, value: str, others: dict[str, Any]) -> boo
         return True
     if _MESSAGE.match(param):
         return True
-    if set(words) & _CLAUSE_VERBS or words[-1] in _DANGLING:
+    if set(words) & _CLAUSE_VERBS or words[-1] in _DANGLING or words[0] in _COMMANDS:
         return False  # "Jones brought", "the gruffalo checked out or": a clause, cut wrong
     frame = frame_words(tool, param) | _CARRIERS
     return any(w not in frame and w not in _ARTICLES for w in words)
@@ -401,7 +410,12 @@ def plausible(tool: Tool, param: str, value: str, others: dict[str, Any]) -> boo
 _CLAUSE_VERBS = {"is", "are", "was", "were", "am", "has", "have", "had", "will", "would",
                  "should", "could", "can", "please", "wants", "wanted", "went", "came",
                  "arrived", "brought", "returned", "ordered", "needs", "needed", "checked",
-                 "dropped", "took", "gave", "today", "tomorrow", "tonight", "yesterday",
-                 "now", "it's", "they're", "we're", "i'm", "he's", "she's"}
-_DANGLING = {"or", "and", "to", "for", "with", "from", "by", "of", "the", "a", "an", "at",
-             "on", "in", "but", "so"}
+                 "dropped", "took", "gave", "come", "comes", "coming", "going", "today",
+                 "tomorrow", "tonight", "yesterday", "now", "it's", "they're", "we're",
+                 "i'm", "he's", "she's"}
+_COMMANDS = {"turn", "set", "put", "make", "switch", "take", "give", "send", "add", "cancel",
+             "change", "get", "bring", "tell", "page", "order", "book", "reserve", "lend",
+             "return", "check", "mark", "record", "announce", "show", "clear", "open",
+             "close", "start", "stop", "discount", "knock", "keep", "hold"}
+_DANGLING = {"it", "them", "him", "her", "or", "and", "to", "for", "with", "from", "by", "of",
+             "the", "a", "an", "at", "on", "in", "but", "so"}

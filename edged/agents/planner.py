@@ -22,7 +22,7 @@ from typing import Any
 from ..models import GenerationRequest, ModelError, ModelUnavailable
 from ..models.pool import ModelPool
 from ..tools.base import ArgumentError, Tool
-from . import fill, freetext, knowledge, slots
+from . import fill, freetext, knowledge, slots, timeofday
 from .selector import CentroidIndex, Ranking, lead_word, tool_leads
 
 log = logging.getLogger("edged.agents")
@@ -66,6 +66,7 @@ class Planner:
         self.cloud_pick = cloud_pick  # the model may answer "escalate" among close tools
         self._fill_cache: dict[tuple[str, str], dict[str, Any]] = {}
         self._own: dict[str, set[str]] | None = None
+        self._domain: set[str] | None = None
 
     async def plan(self, text: str) -> list[Step]:
         """One step per independent command; None args: the model must fill some."""
@@ -148,6 +149,14 @@ class Planner:
                 out[name] = OWN_WORD_BOOST * min(hits, 2)
         return out
 
+    def _domain_words(self) -> set[str]:
+        """Words every tool of the agent is known by ("library" in a library's tools): they
+        name the domain, not one tool."""
+        if self._domain is None:
+            vocab = [{_stem(w) for w in _vocabulary(t)} for t in self.tools.values()]
+            self._domain = set.intersection(*vocab) if len(vocab) > 2 else set()
+        return self._domain
+
     def _own_words(self) -> dict[str, set[str]]:
         if self._own is None:
             vocab = {n: {_stem(w) for w in _known_by(t)} - _FRAME_WORDS
@@ -219,7 +228,7 @@ class Planner:
         """The request names something of the tool's: a word of its name or description
         (not a common verb), or a choice value or alias it fills."""
         said = {_stem(w) for w in slots.words(fill.mend(text))}
-        if {_stem(w) for w in _vocabulary(tool) - _COMMON_VERBS} & said:
+        if ({_stem(w) for w in _vocabulary(tool) - _COMMON_VERBS} - self._domain_words()) & said:
             return True
         info = knowledge.of(tool)
         found = self.filled(text, tool)
@@ -312,6 +321,13 @@ class Planner:
                 what = props[m].get("description") or m
                 return f"Which {m} do you mean? ({what.rstrip('.')})" if choices is None else \
                     f"Which {m} do you mean: {', '.join(map(str, choices))}?"
+            info_m = knowledge.of(tool).params.get(m)
+            if kind in ("integer", "number") and info_m is not None and (
+                    info_m.unit or info_m.currency or info_m.percent_like):
+                # the rules read every number said in a unit; one they could not place is
+                # asked for, not left to the model ("ten percent off" is no price)
+                what = (props[m].get("description") or "").rstrip(".")
+                return f"Which {m} do you mean?" + (f" ({what})" if what else "")
             if kind in ("integer", "number"):
                 if not numbers:  # no number was said: never invent one
                     what = (props[m].get("description") or "").rstrip(".")
@@ -363,6 +379,15 @@ class Planner:
             tool.validate(args)
         except ArgumentError:
             return f"Sorry, which {', '.join(missing)} do you mean?"
+        info = knowledge.of(tool)
+        for m in missing:
+            p = info.params.get(m)
+            v = args.get(m)
+            if p is not None and p.time_of_day and not (
+                    isinstance(v, str) and timeofday.find(v) is not None):
+                return f"Which {m} do you mean?"  # a time the model made of other words
+            if m in texts and isinstance(v, str) and not freetext.plausible(tool, m, v, args):
+                return f"Which {m} do you mean?"
         return args
 
 

@@ -21,7 +21,7 @@ _FOLLOWUP = re.compile(r"\b(it(?!'s)|them|that(?!'s)|those|the same|same|again|t
                        r"as well)\b",
                        re.I)
 _ADDS_TO_LAST = re.compile(r"\b(too|also|as well|the same|same for)\b", re.I)
-_REFERS_BACK = re.compile(r"\b(it|them|that one|those)\b", re.I)
+_REFERS_BACK = re.compile(r"\b(it(?!')|them|that one|those)\b", re.I)
 # the request asks for the last call's words again ("send that again", "the same message")
 _REPEATS = re.compile(r"\b(again|the same|same)\b", re.I)
 _PREFERENCE_CUE = re.compile(r"\b(usual|usually|like|prefer|favou?rite|always)\b", re.I)
