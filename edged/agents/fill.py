@@ -202,7 +202,7 @@ def fill(text: str, tool: Tool) -> dict[str, Any]:
             if p.signed and isinstance(v, int | float) and v > 0:
                 if _DECREASE.search(said):
                     out[p.name] = -v  # "we sold three": a change of -3
-                elif not _INCREASE.search(said):
+                elif _CHANGE.search(p.description) and not _INCREASE.search(said):
                     out.pop(p.name)  # in or out? not said: asked, never guessed
     for p in info.params.values():
         if p.choices and p.name not in out and (c := _unit_choice(said, p)) is not None:
@@ -222,6 +222,8 @@ def fill(text: str, tool: Tool) -> dict[str, Any]:
     return out
 
 
+# a parameter that is a change either way ("positive for stock in, negative for stock out")
+_CHANGE = re.compile(r"\bnegative\b", re.I)
 _INCREASE = re.compile(
     r"\b(add|added|adding|plus|delivered|delivery|deliveries|arrived|came in|come in|got in|"
     r"received|receive|baked|bake|made|make|produced|bought|restock|restocked|stocked|"

@@ -138,17 +138,41 @@ def _without_frame(text: str, tool: Tool, param: str, found: dict[str, Any], *,
     cut |= {j for i in range(len(keys) - 1) if keys[i] + keys[i + 1] in strong
             for j in (i, i + 1)}  # "notice board" for the noticeboard
     if verb_first and toks and keys[0] not in _ARTICLES and len(toks) > 1 and \
-            not keys[0].isdigit() and toks[0] != "|":
+            not keys[0].isdigit() and toks[0] != "|" and _verb_like(keys[0], tool):
         cut.add(0)  # the command verb ("text", "jot", "note") is never part of the value
-    best: str | None = None
+    if not _MESSAGE.match(param) and not marked_text:
+        # "two dozen eggs arrived from the farm": a thing ends where a clause begins
+        cut |= {i for i, k in enumerate(keys) if k in _CLAUSE_VERBS}
+    pieces: list[str] = []
     start = 0
     for end in [*sorted(cut), len(toks)]:
         if end > start:
             piece = _trim(toks[start:end], keys[start:end], frame | other)
-            if piece and (best is None or len(piece.split()) > len(best.split())):
-                best = piece
+            if piece:
+                pieces.append(piece)
         start = end + 1
-    return best
+    # the longest piece of the right shape ("take" is a command, "stock boxes arrived" a
+    # clause), else the longest
+    shaped = [p for p in pieces if _shaped(p)] or pieces
+    return max(shaped, key=lambda p: len(p.split()), default=None)
+
+
+def _verb_like(word: str, tool: Tool) -> bool:
+    """A first word that can be the command's verb: a known command verb or one the
+    tool's examples start with ("Wolf Hall came back", "Sourdough on offer" start with
+    the thing instead)."""
+    from . import knowledge
+    from .selector import tool_leads
+
+    return word in _COMMANDS or word in knowledge.VERBS or word in knowledge.ACTION_VERBS \
+        or word in knowledge.QUERY_VERBS or word in _VERBISH or word in _PERSON_VERBS or \
+        word in _CARRIERS or word in tool_leads(tool) or word.endswith("ed")
+
+
+def _shaped(value: str) -> bool:
+    words = slots.words(value)
+    return bool(words) and words[0] not in _COMMANDS and words[-1] not in _DANGLING and \
+        not set(words) & _CLAUSE_VERBS
 
 
 def _trim(toks: list[str], keys: list[str], frame: set[str]) -> str | None:
@@ -400,7 +424,7 @@ def plausible(tool: Tool, param: str, value: str, others: dict[str, Any]) -> boo
         return True
     if _MESSAGE.match(param):
         return True
-    if set(words) & _CLAUSE_VERBS or words[-1] in _DANGLING or words[0] in _COMMANDS:
+    if not _shaped(value):
         return False  # "Jones brought", "the gruffalo checked out or": a clause, cut wrong
     frame = frame_words(tool, param) | _CARRIERS
     return any(w not in frame and w not in _ARTICLES for w in words)

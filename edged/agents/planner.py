@@ -321,19 +321,15 @@ class Planner:
                 what = props[m].get("description") or m
                 return f"Which {m} do you mean? ({what.rstrip('.')})" if choices is None else \
                     f"Which {m} do you mean: {', '.join(map(str, choices))}?"
-            info_m = knowledge.of(tool).params.get(m)
-            if kind in ("integer", "number") and info_m is not None and (
-                    info_m.unit or info_m.currency or info_m.percent_like):
-                # the rules read every number said in a unit; one they could not place is
-                # asked for, not left to the model ("ten percent off" is no price)
-                what = (props[m].get("description") or "").rstrip(".")
-                return f"Which {m} do you mean?" + (f" ({what})" if what else "")
             if kind in ("integer", "number"):
-                if not numbers:  # no number was said: never invent one
+                # only numbers said that can be this one: in its range, and not said in
+                # another unit ("ten percent off" is no price)
+                said = _numbers_for(text, knowledge.of(tool).params.get(m), numbers)
+                if not said:  # no number was said: never invent one
                     what = (props[m].get("description") or "").rstrip(".")
                     return f"Which {m} do you mean?" + (f" ({what})" if what else "")
                 properties[m] = {"enum": [int(n) if kind == "integer" else n
-                                          for n in numbers]}
+                                          for n in said]}
             elif kind == "string":
                 properties[m] = {"enum": spans} if spans else {"type": "string",
                                                                 "maxLength": 60}
@@ -343,9 +339,17 @@ class Planner:
         # free-text arguments share the request out ("lend X to Sarah Jones")
         texts = [m for m in missing if slots._kind(props[m],
                                                    tool.parameters.get("$defs", {}))[0] == "string"]
-        shared = freetext.assign(text, tool, texts, known) if len(texts) > 1 else {}
-        spans_ = {m: shared.get(m) if len(texts) > 1 else freetext.span(text, tool, m, known)
+        # an optional person shares the request out too ("take back matilda from ruby")
+        extra = [n for n in props if n not in known and n not in texts and texts and
+                 slots._kind(props[n], tool.parameters.get("$defs", {}))[0] == "string"
+                 and freetext.is_person(tool, n)]
+        several = len(texts) + len(extra) > 1
+        shared = freetext.assign(text, tool, texts + extra, known) if several else {}
+        spans_ = {m: shared.get(m) if several else freetext.span(text, tool, m, known)
                   for m in texts}
+        for n in extra:
+            if (v := shared.get(n)) and freetext.plausible(tool, n, v, {**known, **shared}):
+                known[n] = v
         for m in list(missing):
             if m in texts:
                 span = spans_[m]
@@ -499,6 +503,24 @@ def _changes_state(tool: Tool) -> bool:
         return True
     return bool(desc) and desc[0] in knowledge.ACTION_VERBS and desc[0] != "tell"
 
+
+
+def _numbers_for(text: str, p: knowledge.Param | None, numbers: list[float]) -> list[float]:
+    """The numbers said that ``p`` may take: within its range, and not said in a unit it
+    cannot be converted from (a percentage for a price, degrees for seconds)."""
+    if p is None:
+        return numbers
+    foreign = set()
+    for q in fill.quantities(fill.mend(text)):
+        if q.unit is None:
+            continue
+        if q.unit == "percent":
+            if not p.percent_like:
+                foreign.add(q.value)
+        elif p.unit is None or fill.units.convert(1.0, q.unit, p.unit) is None:
+            foreign.add(q.value)
+    return [n for n in numbers if n not in foreign and
+            (p.lo is None or n >= p.lo) and (p.hi is None or n <= p.hi)]
 
 
 def _spans(text: str, max_words: int = 8) -> list[str]:
