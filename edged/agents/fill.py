@@ -376,7 +376,7 @@ def _numbers(text: str, params: list[Param], found: dict[str, Any],
             break
         # "three sourdough loaves" counts loaves: never a percentage, a price or degrees
         can = [q for q in rest if not ((p.unit or p.percent_like or p.currency) and
-                                       q.unit is None and _counts_things(words, q))]
+                                       q.unit is None and counts_things(words, q))]
         if not can:
             continue
         fitting = [q for q in can if _fits(q.value, p) or (q.alt is not None and
@@ -410,7 +410,7 @@ _NOT_THINGS = {"of", "and", "to", "at", "for", "in", "on", "by", "or", "with", "
                "plus", "point", "degrees", "euros", "euro", "cents"}
 
 
-def _counts_things(words: list[str], q: Quantity) -> bool:
+def counts_things(words: list[str], q: Quantity) -> bool:
     """The number is followed by the thing it counts ("40 baguettes", "three loaves")."""
     if q.unit is not None or q.end >= len(words):
         return False
@@ -424,7 +424,7 @@ def _money(qs: list[Quantity], used: set[int], words: list[str]) -> float | None
     count of things ("three loaves")."""
     for qi, q in enumerate(qs):
         if q.fraction or q.unit not in (None, "currency", "cent", "pound") or \
-                _counts_things(words, q):
+                counts_things(words, q):
             continue
         used.add(qi)
         if q.unit == "cent":

@@ -151,10 +151,12 @@ def _param(name: str, prop: dict[str, Any], tool: Tool) -> Param:
         unit = units.param_unit(name, doc)
         if unit is None and re.search(r"\bpercent|%", f"{name} {doc}", re.I):
             unit = "percent"
-        level = lo is not None and hi is not None and not _IDENTIFIER.search(name)
-        lo_w, hi_w = _ends(doc, lo, hi, unit) if level else (frozenset(), frozenset())
         # "Discount in percent (half price = 50)" is a share, not a price
         currency = unit != "percent" and bool(_CURRENCY.search(f"{name.replace('_', ' ')} {doc}"))
+        # a price is no level: "off" or "all the way" never says one
+        level = lo is not None and hi is not None and not _IDENTIFIER.search(name) and \
+            not currency
+        lo_w, hi_w = _ends(doc, lo, hi, unit) if level else (frozenset(), frozenset())
         signed = (lo is not None and lo < 0) or bool(re.search(r"\bnegative\b", doc, re.I))
         return Param(name, kind, doc, required, lo=lo, hi=hi, unit=None if currency else unit,
                      lo_words=lo_w, hi_words=hi_w, currency=currency, signed=signed)

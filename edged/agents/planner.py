@@ -213,7 +213,10 @@ class Planner:
             score += 1
         units_ = {p.unit for p in info.params.values() if p.unit and p.unit != "percent"}
         for q in fill.quantities(said):
-            if q.unit is None or q.unit == "percent":
+            if q.unit == "percent":
+                score += 1 if any(p.percent_like for p in info.params.values()) else -1
+                continue
+            if q.unit is None:
                 continue
             if any(fill.units.convert(1.0, q.unit, u) is not None for u in units_):
                 score += 1
@@ -279,7 +282,11 @@ class Planner:
         return dict(found)
 
     def rules_contradict(self, text: str, tool: Tool) -> bool:
-        """The values the rules found break the tool's schema (out of range, wrong type)."""
+        """The values the rules found break the tool's schema (out of range, wrong type), or
+        the request says a quantity no parameter of the tool can take ("30 percent off" for
+        an oven switch, "2 kilos" for a price)."""
+        if _unplaced_quantity(text, tool):
+            return True
         found = self.filled(text, tool)
         props = tool.parameters.get("properties", {})
         for name, value in found.items():
@@ -505,14 +512,38 @@ def _changes_state(tool: Tool) -> bool:
 
 
 
+def _unplaced_quantity(text: str, tool: Tool) -> bool:
+    """A percentage or a measure said that none of the tool's numbers can hold (a tool
+    with free text may carry it in a message: "tell them we close in ten minutes")."""
+    params = knowledge.of(tool).params.values()
+    if any(p.kind == "string" and not p.choices and not p.time_of_day for p in params):
+        return False
+    for q in fill.quantities(fill.mend(text)):
+        if q.unit is None or q.fraction:
+            continue
+        if q.unit == "percent":
+            if not any(p.percent_like for p in params):
+                return True
+        elif q.unit not in ("currency", "cent", "pound") and not any(
+                p.unit and fill.units.convert(1.0, q.unit, p.unit) is not None
+                for p in params) and not any(
+                p.choices and any(fill.units.said_unit(str(c)) for c in p.choices)
+                for p in params):
+            return True
+    return False
+
+
 def _numbers_for(text: str, p: knowledge.Param | None, numbers: list[float]) -> list[float]:
     """The numbers said that ``p`` may take: within its range, and not said in a unit it
     cannot be converted from (a percentage for a price, degrees for seconds)."""
     if p is None:
         return numbers
     foreign = set()
+    words = slots.words(fill.mend(text))
     for q in fill.quantities(fill.mend(text)):
         if q.unit is None:
+            if (p.unit or p.currency or p.percent_like) and fill.counts_things(words, q):
+                foreign.add(q.value)  # "40 baguettes" is no percentage
             continue
         if q.unit == "percent":
             if not p.percent_like:
