@@ -28,7 +28,7 @@ _CARRIERS = {"please", "can", "could", "would", "will", "you", "i", "me", "us", 
              "now", "thanks", "thank", "right", "away", "there", "here", "this", "via",
              "over", "by", "go", "do", "please,", "kindly", "be", "there's", "have", "has",
              "they", "he", "she", "they're", "he's", "she's", "under", "named", "called",
-             "about", "regarding", "re", "as", "per", "after", "before", "behind"}
+             "about", "regarding", "re", "as", "per", "after", "before", "behind", "aside"}
 _MARKER = re.compile(r"(?:^|\s)(saying|that says|which says|to say|that reads|to read|"
                      r"reading|with the words|the words|telling (?:them|him|her|everyone)|"
                      r"that)\s+(?=\S)", re.I)
@@ -357,23 +357,86 @@ def _addressed(said: str) -> str | None:
 
 
 def _after_role(said: str, tool: Tool, param: str, found: dict[str, Any]) -> str | None:
-    """The person after "to" / "for" / "from" (the first such piece that is not all
-    numbers and frame: "for three weeks" is a duration); else the subject at the start
-    ("Grace O'Neill wants ...", "Sarah Jones brought back ...")."""
-    for m in _ROLE.finditer(said):
-        piece = said[m.end():]
-        nxt = _ROLE.search(piece)
-        piece = piece[:nxt.start()] if nxt else piece
-        first = piece.split()[0].lower() if piece.split() else ""
-        if first in _VERBISH:
-            continue  # "to take ...": an infinitive, not a person
-        value = _without_frame(piece, tool, param, found, verb_first=False)
-        if value and not re.fullmatch(r"[\d\s.,]+", value):
-            return value
+    """The person after "to" / "for" / "from" (the first such place where a name stands:
+    "for three weeks" is a duration), in a list after the command ("Take an order: Pat
+    Murphy, 2 apple tarts"), or the subject at the start ("Grace O'Neill wants ...",
+    "anna wants six buns", "Sarah Jones brought back ...")."""
+    toks = said.split()
+    keys = [_key(t) for t in toks]
+    # the tool's other parameters and the person's own title word end a name or lead it
+    stop = {w for n in tool.parameters.get("properties", {}) if n != param
+            for w in n.split("_")}
+    lead = set(param.split("_")) | {"member", "customer", "patient", "guest", "client",
+                                    "colleague", "staff", "mr.", "user"}
+    for i, k in enumerate(keys[:-1]):
+        if k in ("to", "for", "from", "four") and keys[i + 1] not in _VERBISH:
+            j = i + 1
+            while j < len(keys) - 1 and keys[j] in lead:
+                j += 1  # "to member Jo Baxter"
+            name = _name_run(toks, j, stop=stop)
+            after = j + len(name.split()) if name else 0
+            if k == "four" and name and after < len(keys) and not (
+                    keys[after].isdigit() or keys[after] in slots._UNITS):
+                continue  # "four loaves"; but "order four ahmed two baguettes": "for"
+            if name is not None:
+                return name
+    for i, t in enumerate(toks[:-1]):
+        if t.endswith(":") or (t == "-" and i > 0):  # "order: Pat Murphy, 2 apple tarts"
+            if (name := _name_run(toks, i + 1, need_end=True)) is not None:
+                return name
+    start = 0
+    while start < len(keys) and keys[start] in _LEAD_WORDS:
+        start += 1
+    for j in range(start + 1, min(start + 4, len(keys))):
+        if keys[j] in _SUBJECT_VERBS:  # "anna wants ...", "Tom Reilly ordered ..."
+            name = _name_run(toks[:j], start)
+            if name is not None and len(name.split()) == j - start:
+                return name
+            break
     words = said.split()
     if len(words) > 2 and words[0][:1].isupper() and words[1][:1].isupper():
         return " ".join(w.strip(",") for w in words[:2])
     return None
+
+
+# verbs that follow the person who does them ("anna wants", "Sarah Jones brought back")
+_SUBJECT_VERBS = {"wants", "wanted", "would", "ordered", "orders", "needs", "needed", "is",
+                  "has", "brought", "returned", "dropped", "came", "asked", "asks", "booked",
+                  "called", "rang", "says", "said", "will", "just", "took", "borrowed",
+                  "picked", "paid", "left", "arrived"}
+_WHEN_WORDS = {"monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday",
+               "today", "tomorrow", "tonight", "noon", "midday", "midnight", "morning",
+               "afternoon", "evening", "night", "week", "weekend", "next", "this", "later",
+               "january", "february", "march", "april", "june", "july", "august",
+               "september", "october", "november", "december"}
+_LEAD_WORDS = {"okay", "ok", "so", "um", "uh", "er", "erm", "right", "well", "oh", "hey",
+               "please", "and", "now", "new", "|"}
+
+
+def _name_run(toks: list[str], i: int, *, need_end: bool = False,
+              stop: set[str] | None = None) -> str | None:
+    """Up to four name words from ``toks[i]``: a name ends at punctuation, a number, an
+    article, or a word that makes a clause ("for lucy twelve croissants" -> "lucy");
+    ``need_end``: the run must end at punctuation (a list item: "Pat Murphy, 2 tarts")."""
+    name: list[str] = []
+    ended = False
+    for t in toks[i:i + 5]:
+        k = _key(t)
+        if not k or t in ("|", "-") or k.isdigit() or k in slots._UNITS or \
+                k in slots._TENS or k in _WHEN_WORDS or k in (stop or ()) or \
+                (k in _NAME_END and k not in _NAME_PARTICLES) or \
+                (k in _CLAUSE and k not in _NAME_PARTICLES and not t[:1].isupper()) or \
+                k in _CLAUSE_VERBS or k in _SUBJECT_VERBS:
+            break
+        name.append(t.strip(",:;.!?"))
+        if re.search(r"[,:;.!?]$", t):
+            ended = True
+            break
+    if not name or len(name) > 4 or (need_end and not ended):
+        return None
+    if len(name) == 1 and name[0].lower() in _NAME_PARTICLES:
+        return None
+    return " ".join(name)
 
 
 def _remove(said: str, value: str) -> str:
@@ -435,11 +498,12 @@ _CLAUSE_VERBS = {"is", "are", "was", "were", "am", "has", "have", "had", "will",
                  "should", "could", "can", "please", "wants", "wanted", "went", "came",
                  "arrived", "brought", "returned", "ordered", "needs", "needed", "checked",
                  "dropped", "took", "gave", "come", "comes", "coming", "going", "today",
-                 "tomorrow", "tonight", "yesterday", "now", "it's", "they're", "we're",
-                 "i'm", "he's", "she's"}
+                 "tomorrow", "tonight", "yesterday", "now", "pick", "pickup", "collecting",
+                 "it's", "they're", "we're", "i'm", "he's", "she's"}
 _COMMANDS = {"turn", "set", "put", "make", "switch", "take", "give", "send", "add", "cancel",
              "change", "get", "bring", "tell", "page", "order", "book", "reserve", "lend",
              "return", "check", "mark", "record", "announce", "show", "clear", "open",
-             "close", "start", "stop", "discount", "knock", "keep", "hold"}
+             "close", "start", "stop", "discount", "knock", "keep", "hold", "issue", "loan",
+             "sign", "print", "log", "note", "register", "schedule", "move"}
 _DANGLING = {"it", "them", "him", "her", "or", "and", "to", "for", "with", "from", "by", "of",
              "the", "a", "an", "at", "on", "in", "but", "so"}

@@ -491,6 +491,13 @@ def _can_switch_off(tool: Tool) -> bool:
 
 
 
+_READS = {"the", "a", "an", "current", "how", "what", "whether", "is", "are", "which", "who",
+          "when", "where", "today's", "latest", "last", "all", "any", "this", "your", "my",
+          "our", "see", "view", "lookup", "status", "state", "info", "information",
+          "details", "level", "time", "date", "weather", "tell", "count", "describe",
+          "explain", "answer", "ask", "say", "search", "fetch"}
+
+
 def _changes_state(tool: Tool) -> bool:
     """A tool changes something when its name or its description starts with an action verb
     (set, add, water, book, "check in"...) or it takes a required yes/no; a name that is a
@@ -508,7 +515,12 @@ def _changes_state(tool: Tool) -> bool:
     desc = slots.words(tool.description)[:2]
     if desc[:2] == ["check", "in"]:
         return True
-    return bool(desc) and desc[0] in knowledge.ACTION_VERBS and desc[0] != "tell"
+    if desc and desc[0] in knowledge.ACTION_VERBS and desc[0] != "tell":
+        return True
+    # a description in the imperative ("Lend a book", "Take a book back") does something;
+    # one that reads ("Look up ...") or names a value ("The tank's level") does not
+    return bool(desc) and desc[0].isalpha() and desc[0] not in knowledge.QUERY_VERBS and \
+        desc[0] not in _READS and not desc[0].endswith("s")
 
 
 
