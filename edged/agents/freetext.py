@@ -339,6 +339,32 @@ def assign(text: str, tool: Tool, params: list[str], found: dict[str, Any]) -> d
     return {k: v for k, v in out.items() if v}
 
 
+def fill_texts(text: str, tool: Tool, texts: list[str],
+               known: dict[str, Any]) -> dict[str, str] | str:
+    """The free-text values of ``texts`` (required, still open) by rule, with any optional
+    person the request names ("take back matilda from ruby"); a question when a value found
+    cannot be what it names. Values not found are left out (for the model or a question)."""
+    props = tool.parameters.get("properties", {})
+    info_kinds = {n: slots._kind(p, tool.parameters.get("$defs", {}))[0]
+                  for n, p in props.items()}
+    extra = [n for n in props if n not in known and n not in texts and texts and
+             info_kinds[n] == "string" and is_person(tool, n)]
+    several = len(texts) + len(extra) > 1
+    shared = assign(text, tool, texts + extra, known) if several else {}
+    spans = {m: shared.get(m) if several else span(text, tool, m, known) for m in texts}
+    out: dict[str, str] = {}
+    for n in extra:
+        if (v := shared.get(n)) and plausible(tool, n, v, {**known, **shared}):
+            out[n] = v
+    for m in texts:
+        value = spans[m]
+        if value and not plausible(tool, m, value, {**known, **spans}):
+            return f"Which {m} do you mean?"  # a wrong call is worse than a question
+        if value:
+            out[m] = value
+    return out
+
+
 def _addressed(said: str) -> str | None:
     """The person right after a verb that addresses one: "tell Tom the van is here"."""
     toks = said.split()[1:]

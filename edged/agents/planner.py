@@ -43,6 +43,10 @@ GROUNDED_BELOW = 0.4
 EVIDENCE_MARGIN = 0.12
 # Splitting a request into several commands needs every part to be a clear command.
 SPLIT_MIN_SCORE = 0.5
+# A tool whose every argument the request says may be called this far below the best one
+# (which it cannot fill), and never below FULLY_SAID_MIN.
+FULLY_SAID_MARGIN = 0.2
+FULLY_SAID_MIN = 0.14
 # What a word only one tool is known by adds to its score (two such words at most).
 OWN_WORD_BOOST = 0.08
 
@@ -134,14 +138,71 @@ class Planner:
             if args is not None:
                 return text, tool, args, ranking
             first = first or (text, tool, None, ranking)
+        if first is None or first[2] is None:
+            # nothing matched well, or the best cannot be filled: a close tool whose every
+            # argument the request says ("Oven off please" beside a temperature setter)
+            floor = first[3].choices[0].score - FULLY_SAID_MARGIN if first else 0.0
+            said = self._fully_said(text, ranking, max(floor, FULLY_SAID_MIN))
+            if said is not None:
+                return said
         return first
+
+    def _fully_said(self, text: str, ranking: Ranking, floor: float) -> Step | None:
+        """The one candidate above ``floor`` that the request names and whose every
+        required argument it says (by rule, free text included); None unless exactly one."""
+        question = slots.is_question(text)
+        hits: list[Step] = []
+        for c in ranking.choices[:4]:
+            if c.score < floor:
+                break
+            tool = self.tools[c.name]
+            if (question and _changes_state(tool)) or self.rules_contradict(text, tool) or \
+                    not self.grounded(text, tool) or \
+                    (_switches_off(text) and not _can_switch_off(tool)):
+                continue
+            required = tool.parameters.get("required", [])
+            if not required:
+                continue  # nothing said confirms a tool without arguments
+            if any(knowledge.of(tool).params[r].kind == "string" and r in
+                   knowledge.of(tool).params for r in required) and \
+                    not self._own_words()[tool.name] & _said_stems(text):
+                continue  # free text fits any request: the tool must be named by its own word
+            args = self.complete_args(text, tool)
+            if args is not None and self._says_all(text, tool, args):
+                hits.append((text, tool, args, ranking))
+        return hits[0] if len(hits) == 1 else None
+
+    def complete_args(self, text: str, tool: Tool) -> dict[str, Any] | None:
+        """The arguments by rule, free text included, or None when one is still open."""
+        args = self.rule_args(text, tool)
+        if args is not None:
+            return args
+        known = self.filled(text, tool)
+        props = tool.parameters.get("properties", {})
+        missing = [r for r in tool.parameters.get("required", []) if r not in known]
+        texts = [m for m in missing if knowledge.of(tool).params[m].kind == "string" and
+                 not knowledge.of(tool).params[m].choices]
+        if len(texts) != len(missing) or not set(missing) <= set(props):
+            return None
+        found = freetext.fill_texts(text, tool, texts, known)
+        if isinstance(found, str) or not set(texts) <= set(found):
+            return None
+        return {**known, **found} if valid(tool, {**known, **found}) else None
+
+    def _says_all(self, text: str, tool: Tool, args: dict[str, Any]) -> bool:
+        """Every required yes/no was said, not implied ("on" with a level)."""
+        info = knowledge.of(tool)
+        said = fill.mend(text)
+        return all(fill.polarity(said, info.params[r], info.nouns) is not None
+                   for r in tool.parameters.get("required", [])
+                   if r in info.params and info.params[r].kind == "boolean")
 
 
     def _own_words_boost(self, text: str) -> dict[str, float]:
         """A request full of names and titles ("Sarah Jones brought back The Hobbit") sits
         far from every tool's sentences; a word only one tool is known by ("back") still
         says which. Each such word said raises that tool's score."""
-        said = {_stem(w) for w in slots.words(fill.mend(text))}
+        said = _said_stems(text)
         out: dict[str, float] = {}
         for name, own in self._own_words().items():
             hits = len(own & said)
@@ -346,28 +407,14 @@ class Planner:
         # free-text arguments share the request out ("lend X to Sarah Jones")
         texts = [m for m in missing if slots._kind(props[m],
                                                    tool.parameters.get("$defs", {}))[0] == "string"]
-        # an optional person shares the request out too ("take back matilda from ruby")
-        extra = [n for n in props if n not in known and n not in texts and texts and
-                 slots._kind(props[n], tool.parameters.get("$defs", {}))[0] == "string"
-                 and freetext.is_person(tool, n)]
-        several = len(texts) + len(extra) > 1
-        shared = freetext.assign(text, tool, texts + extra, known) if several else {}
-        spans_ = {m: shared.get(m) if several else freetext.span(text, tool, m, known)
-                  for m in texts}
-        for n in extra:
-            if (v := shared.get(n)) and freetext.plausible(tool, n, v, {**known, **shared}):
-                known[n] = v
-        for m in list(missing):
-            if m in texts:
-                span = spans_[m]
-                if span and not freetext.plausible(tool, m, span, {**known, **spans_}):
-                    log.debug("%s: %r is no %s; asked instead", tool.name, span, m)
-                    return f"Which {m} do you mean?"
-                if span:
-                    known[m] = span
-                    missing.remove(m)
-                    properties.pop(m, None)
-                    schema["required"] = missing
+        found = freetext.fill_texts(text, tool, texts, known)
+        if isinstance(found, str):
+            return found  # a value that cannot be what it names: asked
+        known.update(found)
+        for m in [m for m in missing if m in found]:
+            missing.remove(m)
+            properties.pop(m, None)
+        schema["required"] = missing
         if not missing:
             try:
                 tool.validate(known)
@@ -447,6 +494,10 @@ def _vocabulary(tool: Tool) -> set[str]:
     words = {w for w in words if len(w) > 2 and w not in _STOP}
     return words | {w[:-1] for w in words if w.endswith("s")} | {w + "s" for w in words}
 
+
+
+def _said_stems(text: str) -> set[str]:
+    return {_stem(w) for w in slots.words(fill.mend(text))}
 
 
 def _known_by(tool: Tool) -> set[str]:
