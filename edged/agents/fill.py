@@ -237,7 +237,7 @@ _DECREASE = re.compile(
     r"minus|subtract|deduct|reduce|less|fewer|down by|gave away|returned|binned|threw out|"
     r"thrown out|ate)\b", re.I)
 _CLEAR = re.compile(r"^(?:clear|blank|wipe|remove|delete|take down|take off|reset|empty|"
-                    r"take (?:the |that |this )?\w+ (?:down|off)$)\b")
+                    r"take (?:the |that |this )?\w+ (?:down|off|of)\b)")
 
 
 _COUNTS = {"pieces", "piece", "count", "items", "item", "units", "unit", "each", "pcs",

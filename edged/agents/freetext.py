@@ -29,12 +29,19 @@ _CARRIERS = {"please", "can", "could", "would", "will", "you", "i", "me", "us", 
              "over", "by", "go", "do", "please,", "kindly", "be", "there's", "have", "has",
              "they", "he", "she", "they're", "he's", "she's", "under", "named", "called",
              "about", "regarding", "re", "as", "per", "after", "before", "behind", "aside"}
-_MARKER = re.compile(r"(?:^|\s)(saying|that says|which says|to say|that reads|to read|"
+_MARKER = re.compile(r"(?:^|\s)(saying|that says|which says|(?:to|two|too) say|that reads|"
+                     r"(?:to|two|too) read|"
                      r"reading|with the words|the words|telling (?:them|him|her|everyone)|"
                      r"that)\s+(?=\S)", re.I)
-_QUOTED = re.compile(r"[\"“‘']([^\"”’']{2,})[\"”’']")
+# quoted words: double quotes hold anything; single ones must stand apart ("we'll")
+_QUOTED = re.compile(r"[\"“]([^\"”]{2,})[\"”]|"
+                     r"(?:^|(?<=\s))[‘']((?:[^’']|'(?=\w))+?)[’'](?=$|[\s,.;:!?])")
 _COLON = re.compile(r"(?<!\d):\s+(?=\S)")
 _TRAIL = re.compile(r"[\s,;.!?]+$")
+
+
+def _quoted(m: re.Match[str]) -> str:
+    return (m.group(1) or m.group(2) or "").strip()
 
 
 def frame_words(tool: Tool, param: str) -> set[str]:
@@ -72,12 +79,14 @@ def span(text: str, tool: Tool, param: str, found: dict[str, Any]) -> str | None
 
 def _span(text: str, tool: Tool, param: str, found: dict[str, Any]) -> str | None:
     text = text.strip()
-    if (m := _QUOTED.search(text)) and len(m.group(1).split()) >= 2:
-        return m.group(1).strip()
+    if (m := _QUOTED.search(text)) and len(_quoted(m).split()) >= 2:
+        return _quoted(m)
     if m := _COLON.search(text):
         tail = _TRAIL.sub("", text[m.end():])
         if tail:
             return tail
+    if _MESSAGE.match(param) and (after := _after_addressee(text, tool, param, found)):
+        return after  # "tell Dr Okoye her 3 o'clock is here"
     marked_ = marked(text)
     if marked_:
         # "tell housekeeping that one thirteen would like a baby cot": the room's words
@@ -85,6 +94,45 @@ def _span(text: str, tool: Tool, param: str, found: dict[str, Any]) -> str | Non
         return _without_frame(marked_, tool, param, found, verb_first=False,
                               marked_text=True) or marked_
     return _without_frame(text, tool, param, found)
+
+
+_ADDRESS_VERBS = {"tell", "ask", "let", "ping", "buzz", "call", "message", "page", "text",
+                  "radio", "get", "notify", "remind", "warn", "alert", "phone", "email"}
+_MESSAGE_LEAD = re.compile(
+    r"^(?:(?:uh|um|er|please|urgently|urgent|now|quickly|asap|know|that|saying|and|to)\b"
+    r"[\s,:;-]*|(?:ask|tell|let) (?:him|her|them)(?: know| to| that)?\b[\s,:;-]*)+", re.I)
+
+
+def _after_addressee(text: str, tool: Tool, param: str, found: dict[str, Any]) -> str | None:
+    """A message said after the person addressed ("tell Dr Okoye her 3 o'clock is here",
+    "ping nurse kim and ask her to bring the scales"): the person is another argument the
+    rules found; what follows, less the words that lead into it, is the message."""
+    said = _LEAD_IN.sub("", text.strip())
+    toks = said.split()
+    if len(toks) < 3 or _key(toks[0]) not in _ADDRESS_VERBS:
+        return None
+    who: set[str] = set()
+    for name, value in found.items():
+        if name == param or not isinstance(value, str):
+            continue
+        who |= set(slots.words(value))
+        who |= {w for a, v in tool.aliases.get(name, {}).items() if v == value
+                for w in slots.words(a)}
+    if not who:
+        return None
+    i = 1
+    while i < len(toks) and _key(toks[i]) in _ARTICLES:
+        i += 1
+    start = i
+    while i < len(toks) and (_key(toks[i]) in who or _key(toks[i]) in _NAME_PARTICLES):
+        i += 1
+        if toks[i - 1].endswith((",", ":", ";")):
+            break
+    if i == start or i >= len(toks):
+        return None
+    rest = _MESSAGE_LEAD.sub("", " ".join(toks[i:]).strip(" ,:;-")).strip(" ,:;-")
+    rest = _TRAIL.sub("", rest)
+    return rest if len(rest.split()) >= 2 else None
 
 
 def trailing(text: str, tool: Tool, param: str, found: dict[str, Any]) -> str | None:
@@ -306,7 +354,7 @@ def assign(text: str, tool: Tool, params: list[str], found: dict[str, Any]) -> d
     if messages:
         q = _QUOTED.search(said)
         m = _TO_MESSAGE.search(said)
-        if q and len(q.group(1).split()) >= 2 and rest:
+        if q and len(_quoted(q).split()) >= 2 and rest:
             pass  # quotes mark a title here ("Loan 'Gone Girl' to ..."): handled below
         elif m and m.end() < len(said):
             out[messages[0]] = _TRAIL.sub("", said[m.end():]).strip(" ,:;-\"'")
@@ -331,7 +379,7 @@ def assign(text: str, tool: Tool, params: list[str], found: dict[str, Any]) -> d
             out[messages[0]] = _TRAIL.sub("", tail)
     for p in rest:
         q = _QUOTED.search(said)
-        value = q.group(1).strip() if q else _without_frame(
+        value = _quoted(q) if q else _without_frame(
             said, tool, p, {**found, **out}, verb_first=True, verbs=True)
         if value:
             out[p] = value

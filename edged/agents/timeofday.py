@@ -51,6 +51,11 @@ def wants_time(prop: dict[str, object], description: str) -> tuple[bool, bool]:
                    and re.search(r"\btime\b", description, re.I))
     with_day = bool(re.search(r"\b(" + "|".join(_DAYS) + r")\b\s+\d{1,2}:\d{2}", description,
                               re.I))
+    if not is_time and re.match(r"(?i)\s*(day and time|date and time|time of day|time)\b",
+                                description):
+        # "Day and time of the visit to cancel": a time, though no format is shown
+        is_time = True
+        with_day = with_day or bool(re.match(r"(?i)\s*(day|date) and time", description))
     return is_time, with_day
 
 
