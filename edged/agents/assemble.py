@@ -54,7 +54,8 @@ async def build_agents(agents: Mapping[str, AgentConfig], *, runner: ToolRunner,
         implied = {t.name: _implied(t) for t in tools}
         await index.build({t.name: [t.description] + [u for u, _ in t.example_pairs()]
                            + implied[t.name] for t in tools},
-                          leads={t.name: tool_leads(t) for t in tools},
+                          leads={t.name: tool_leads(t) | knowledge.address_leads(t)
+                                 for t in tools},
                           negatives={t.name: t.not_examples for t in tools})
         tiers = [Tier(a, models[a].talks) for a in acfg.tiers if a in models]
         agent = ToolAgent(

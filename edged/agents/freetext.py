@@ -28,7 +28,8 @@ _CARRIERS = {"please", "can", "could", "would", "will", "you", "i", "me", "us", 
              "now", "thanks", "thank", "right", "away", "there", "here", "this", "via",
              "over", "by", "go", "do", "please,", "kindly", "be", "there's", "have", "has",
              "they", "he", "she", "they're", "he's", "she's", "under", "named", "called",
-             "about", "regarding", "re", "as", "per", "after", "before", "behind", "aside"}
+             "about", "regarding", "re", "as", "per", "after", "before", "behind", "aside",
+             "off"}
 _MARKER = re.compile(r"(?:^|\s)(saying|that says|which says|(?:to|two|too) say|that reads|"
                      r"(?:to|two|too) read|"
                      r"reading|with the words|the words|telling (?:them|him|her|everyone)|"
@@ -42,6 +43,17 @@ _TRAIL = re.compile(r"[\s,;.!?]+$")
 
 def _quoted(m: re.Match[str]) -> str:
     return (m.group(1) or m.group(2) or "").strip()
+
+
+_BOOKINGS = {"appointment", "visit", "booking", "reservation", "session", "slot", "jab",
+             "vaccination", "check-up", "checkup"}
+
+
+def _choice_words(tool: Tool) -> set[str]:
+    from . import knowledge
+
+    return {w for p in knowledge.of(tool).params.values() for c in p.choices or ()
+            for w in slots.words(str(c))}
 
 
 def frame_words(tool: Tool, param: str) -> set[str]:
@@ -72,6 +84,9 @@ def span(text: str, tool: Tool, param: str, found: dict[str, Any]) -> str | None
     if value and not _MESSAGE.match(param):
         # "cinnamon buns this morning": when it happened is not part of the thing
         value = _WHEN_TAIL.sub("", value).strip() or value
+    if value and (m := re.match(r"^(.+?)'s\s+(\w+)$", value)) and \
+            m.group(2).lower() in frame_words(tool, param) | _choice_words(tool) | _BOOKINGS:
+        value = m.group(1)  # "Max's appointment" names Max
     if value and _CATALOGUE.match(param):
         value = re.sub(r"(?i)^the\s+", "", value)
     return value
@@ -170,6 +185,8 @@ def _without_frame(text: str, tool: Tool, param: str, found: dict[str, Any], *,
     ``verb_first``: the first word is the command's verb."""
     strong = _strong_words(tool, param)
     frame = _CARRIERS | frame_words(tool, param) | (_VERBISH if verbs else set())
+    if not _MESSAGE.match(param):
+        frame |= _BOOKINGS  # "cancel the appointment for whiskers"
     other: set[str] = set()
     for name, value in found.items():
         if name != param:
@@ -573,7 +590,7 @@ _CLAUSE_VERBS = {"is", "are", "was", "were", "am", "has", "have", "had", "will",
                  "arrived", "brought", "returned", "ordered", "needs", "needed", "checked",
                  "dropped", "took", "gave", "come", "comes", "coming", "going", "today",
                  "tomorrow", "tonight", "yesterday", "now", "pick", "pickup", "collecting",
-                 "it's", "they're", "we're", "i'm", "he's", "she's"}
+                 "it's", "they're", "we're", "i'm", "he's", "she's", "know"}
 _COMMANDS = {"turn", "set", "put", "make", "switch", "take", "give", "send", "add", "cancel",
              "change", "get", "bring", "tell", "page", "order", "book", "reserve", "lend",
              "return", "check", "mark", "record", "announce", "show", "clear", "open",

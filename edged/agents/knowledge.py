@@ -318,3 +318,20 @@ def utterances(tool: Tool, limit: int = 8) -> list[str]:
         if u not in seen:
             seen.append(u)
     return seen[:limit]
+
+
+_ADDRESSES = re.compile(r"^(staff|colleague|recipient|who|person|member|to|target)$|"
+                        r"(^|_)(staff|colleague|recipient)($|_)", re.I)
+
+
+def address_leads(tool: Tool) -> set[str]:
+    """Verbs that lead a request to a tool that sends someone a message (a person and a
+    message to give them): "tell", "ask", "ping", "buzz" ..."""
+    props = tool.parameters.get("properties", {})
+    names = set(props)
+    if not any(re.match(r"^(message|text|note|body|content)$", n) for n in names):
+        return set()
+    if not any(_ADDRESSES.search(n) for n in names):
+        return set()
+    return {"tell", "ask", "let", "ping", "buzz", "call", "message", "page", "text", "radio",
+            "notify", "get", "phone"}

@@ -180,8 +180,9 @@ class Planner:
         known = self.filled(text, tool)
         props = tool.parameters.get("properties", {})
         missing = [r for r in tool.parameters.get("required", []) if r not in known]
-        texts = [m for m in missing if knowledge.of(tool).params[m].kind == "string" and
-                 not knowledge.of(tool).params[m].choices]
+        info = knowledge.of(tool).params
+        texts = [m for m in missing if info[m].kind == "string" and not info[m].choices
+                 and not info[m].time_of_day]
         if len(texts) != len(missing) or not set(missing) <= set(props):
             return None
         found = freetext.fill_texts(text, tool, texts, known)
@@ -294,6 +295,8 @@ class Planner:
         said = {_stem(w) for w in slots.words(fill.mend(text))}
         if ({_stem(w) for w in _vocabulary(tool) - _COMMON_VERBS} - self._domain_words()) & said:
             return True
+        if self._own_words().get(tool.name, set()) & said:
+            return True  # a word only this tool is known by ("check" for a check-in)
         info = knowledge.of(tool)
         found = self.filled(text, tool)
         if any(info.params[k].choices or info.params[k].currency

@@ -66,6 +66,9 @@ class Recollection:
         changed = self.planner.filled(text, tool)
         if not changed:
             return []
+        if not _ADDS_TO_LAST.search(text) and any(
+                _free_text(tool, k) for k in last.get("arguments", {}) if k not in changed):
+            return []  # "cancel it" after a booking: never the booking's names again
         args = {**last.get("arguments", {}), **changed}
         try:
             tool.validate(args)

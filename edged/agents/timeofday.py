@@ -65,7 +65,8 @@ def explicit(text: str) -> TimeSaid | None:
     low = text.lower()
     if re.search(r"\b([01]?\d|2[0-3]):[0-5]\d\b", low) or _HOUR_AMPM.search(low) or re.search(
             r"\b(half|quarter)\s+(past|to|after|before)\b|\b(noon|midday|midnight)\b|"
-            r"\bo'?clock\b", low):
+            r"\bo'?clock\b|\bat half (?:one|two|three|four|five|six|seven|eight|nine|ten|"
+            r"eleven|twelve|\d{1,2})\b", low):
         return find(text)
     return None
 
