@@ -100,6 +100,8 @@ def _span(text: str, tool: Tool, param: str, found: dict[str, Any]) -> str | Non
         tail = _TRAIL.sub("", text[m.end():])
         if tail:
             return tail
+    if is_person(tool, param) and (name := _name_of(text, tool, param, found)):
+        return name  # "Check in Pumpkin please", "cancel it for Ginger"
     if _MESSAGE.match(param) and (after := _after_addressee(text, tool, param, found)):
         return after  # "tell Dr Okoye her 3 o'clock is here"
     marked_ = marked(text)
@@ -116,6 +118,32 @@ _ADDRESS_VERBS = {"tell", "ask", "let", "ping", "buzz", "call", "message", "page
 _MESSAGE_LEAD = re.compile(
     r"^(?:(?:uh|um|er|please|urgently|urgent|now|quickly|asap|know|that|saying|and|to)\b"
     r"[\s,:;-]*|(?:ask|tell|let) (?:him|her|them)(?: know| to| that)?\b[\s,:;-]*)+", re.I)
+
+
+_PARTICLES = {"in", "out", "up", "back", "off", "down", "over", "on"}
+
+
+def _name_of(text: str, tool: Tool, param: str, found: dict[str, Any]) -> str | None:
+    """A name said for ``param``: where a person stands (see ``_after_role``), else right
+    after the command's verb and its particle ("check in Pumpkin", "cancel Rocky")."""
+    said = _LEAD_IN.sub("", text.strip())
+    name = _after_role(said, tool, param, found)
+    if name is None:
+        toks = said.split()
+        i = 0
+        while i < len(toks) and _key(toks[i]) in _LEAD_WORDS | {"can", "could", "you",
+                                                                  "would", "will"}:
+            i += 1
+        if i < len(toks) and _verb_like(_key(toks[i]), tool):
+            i += 1
+            while i < len(toks) and _key(toks[i]) in _PARTICLES | _ARTICLES:
+                i += 1
+            name = _name_run(toks, i)
+    if name is None or not plausible(tool, param, name, found):
+        return None
+    if set(slots.words(name)) & (frame_words(tool, param) | _BOOKINGS | _choice_words(tool)):
+        return None  # "the appointment", "the nurse": not a name
+    return name
 
 
 def _after_addressee(text: str, tool: Tool, param: str, found: dict[str, Any]) -> str | None:
@@ -355,7 +383,8 @@ def is_person(tool: Tool, param: str) -> bool:
     the guest's words" is not one."""
     doc = tool.param_docs.get(param, "").strip()
     head = re.match(r"(?i)(?:the |a |an )?([\w-]+)", doc)
-    return bool(_PERSON.search(param) or (head and _PERSON.fullmatch(head.group(1))))
+    return bool(_PERSON.search(param) or (head and _PERSON.fullmatch(head.group(1))) or
+                re.match(r"(?i)(?:the |a |an )?[\w-]+'s (?:full |first )?name\b", doc))
 
 
 def assign(text: str, tool: Tool, params: list[str], found: dict[str, Any]) -> dict[str, str]:
@@ -459,6 +488,14 @@ def _after_role(said: str, tool: Tool, param: str, found: dict[str, Any]) -> str
             for w in n.split("_")}
     lead = set(param.split("_")) | {"member", "customer", "patient", "guest", "client",
                                     "colleague", "staff", "mr.", "user"}
+    # "owner is priya raman", "owner: Kwame Mensah", "the owner name is chen wei"
+    for i, k in enumerate(keys[:-1]):
+        if k in set(param.split("_")) - {"name"}:
+            j = i + 1
+            while j < len(keys) - 1 and keys[j] in ("name", "is", "'s", "-", ":"):
+                j += 1
+            if (name := _name_run(toks, j, stop=stop)) is not None:
+                return name
     for i, k in enumerate(keys[:-1]):
         if k in ("to", "for", "from", "four") and keys[i + 1] not in _VERBISH:
             j = i + 1
@@ -514,6 +551,7 @@ def _name_run(toks: list[str], i: int, *, need_end: bool = False,
     for t in toks[i:i + 5]:
         k = _key(t)
         if not k or t in ("|", "-") or k.isdigit() or k in slots._UNITS or \
+                (k.endswith("ing") and not t[:1].isupper() and len(k) > 5) or \
                 k in slots._TENS or k in _WHEN_WORDS or k in (stop or ()) or \
                 (k in _NAME_END and k not in _NAME_PARTICLES) or \
                 (k in _CLAUSE and k not in _NAME_PARTICLES and not t[:1].isupper()) or \
@@ -548,6 +586,7 @@ _CLAUSE = {"is", "are", "was", "were", "am", "be", "been", "has", "have", "had",
            "that", "these", "those", "it", "it's", "they", "we", "i", "you", "he", "she",
            "pick", "pickup", "collecting", "collect", "and", "or", "but", "so", "if", "when",
            "until", "because", "paid", "the", "a", "an", "of", "to", "for", "from", "with",
+           "here", "there", "hes", "shes", "theyre", "its", "just", "too",
            "in", "on", "at", "by", "into", "about", "every", "all", "no", "not"}
 # a person's name may carry these ("Mrs Okafor", "the Chen family", "van der Berg")
 _NAME_PARTICLES = {"mr", "mrs", "ms", "miss", "mister", "dr", "doctor", "nurse", "prof",
