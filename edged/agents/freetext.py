@@ -88,7 +88,8 @@ def span(text: str, tool: Tool, param: str, found: dict[str, Any]) -> str | None
             m.group(2).lower() in frame_words(tool, param) | _choice_words(tool) | _BOOKINGS:
         value = m.group(1)  # "Max's appointment" names Max
     if value and _CATALOGUE.match(param):
-        value = re.sub(r"(?i)^the\s+", "", value)
+        value = re.sub(r"(?i)^(?:all of the|all the|all|every|the)\s+", "", value)
+        value = re.sub(r"(?i)\s+on (?:special|offer|sale|promotion)$", "", value) or value
     return value
 
 
@@ -116,7 +117,7 @@ def _span(text: str, tool: Tool, param: str, found: dict[str, Any]) -> str | Non
 _ADDRESS_VERBS = {"tell", "ask", "let", "ping", "buzz", "call", "message", "page", "text",
                   "radio", "get", "notify", "remind", "warn", "alert", "phone", "email"}
 _MESSAGE_LEAD = re.compile(
-    r"^(?:(?:uh|um|er|please|urgently|urgent|now|quickly|asap|know|that|saying|and|to)\b"
+    r"^(?:(?:uh|um|er|please|urgently|urgent|now|quickly|asap|know|that|saying|and|to|too)\b"
     r"[\s,:;-]*|(?:ask|tell|let) (?:him|her|them)(?: know| to| that)?\b[\s,:;-]*)+", re.I)
 
 
@@ -188,9 +189,16 @@ def trailing(text: str, tool: Tool, param: str, found: dict[str, Any]) -> str | 
     return value if value and len(value.split()) >= 2 else None
 
 
+_LET_KNOW = re.compile(r"(?i)^(?:[\w']+\s+){0,3}?let\s+(?:[\w']+\s+){1,5}?know\s+(?:that\s+)?(.+)")
+
+
 def marked(text: str) -> str | None:
     """The text after an explicit marker ("saying ...", "that ..."), within the first eight
     words; None without one."""
+    if m := _LET_KNOW.match(text):  # "let everyone in the shop know the bread is in"
+        tail = _TRAIL.sub("", m.group(1))
+        if tail:
+            return tail
     for m in _MARKER.finditer(text):
         if len(text[:m.start()].split()) > 8:
             break
@@ -213,6 +221,10 @@ def _without_frame(text: str, tool: Tool, param: str, found: dict[str, Any], *,
     ``verb_first``: the first word is the command's verb."""
     strong = _strong_words(tool, param)
     frame = _CARRIERS | frame_words(tool, param) | (_VERBISH if verbs else set())
+    if not _MESSAGE.match(param):
+        # the words another argument is described by ("half price" for a discount)
+        frame |= {w for n, d in tool.param_docs.items() if n != param and n in found
+                  for w in slots.words(d) if len(w) > 2}
     if not _MESSAGE.match(param):
         frame |= _BOOKINGS  # "cancel the appointment for whiskers"
     other: set[str] = set()
@@ -264,8 +276,15 @@ def _verb_like(word: str, tool: Tool) -> bool:
 
 def _shaped(value: str) -> bool:
     words = slots.words(value)
+    if words and all(w in _ARTICLES or w in _WHEN_WORDS or w in _SPANS_OF_TIME
+                     for w in words):
+        return False  # "the last hour": when, not what
     return bool(words) and words[0] not in _COMMANDS and words[-1] not in _DANGLING and \
         not set(words) & _CLAUSE_VERBS
+
+
+_SPANS_OF_TIME = {"hour", "hours", "minute", "minutes", "day", "days", "last", "first",
+                  "moment", "while", "today"}
 
 
 def _trim(toks: list[str], keys: list[str], frame: set[str]) -> str | None:
@@ -419,8 +438,7 @@ def assign(text: str, tool: Tool, params: list[str], found: dict[str, Any]) -> d
         # "tell Tom the book van is here": the message is what follows the person, as said
         words = [w for w in said.split()[1:] if w != "|"]
         tail = " ".join(words).strip(" ,:;-")
-        if re.match(r"(?i)know\b", tail):  # "let priya know the photocopier is jammed"
-            tail = tail[4:].strip()
+        tail = _MESSAGE_LEAD.sub("", tail)  # "let priya know the ...", "tell helen too come"
         if tail:
             out[messages[0]] = _TRAIL.sub("", tail)
     for p in rest:
@@ -452,10 +470,43 @@ def fill_texts(text: str, tool: Tool, texts: list[str],
             out[n] = v
     for m in texts:
         value = spans[m]
+        if value and _MESSAGE.match(m):
+            value = _without_flags(value, tool, known)
         if value and not plausible(tool, m, value, {**known, **spans}):
             return f"Which {m} do you mean?"  # a wrong call is worse than a question
         if value:
             out[m] = value
+    return out
+
+
+def _without_flags(message: str, tool: Tool, known: dict[str, Any]) -> str:
+    """A message less the clause that said a yes/no argument ("it's an emergency, water is
+    leaking" -> "water is leaking" when the page was made urgent by those words)."""
+    from . import knowledge
+
+    flags = {w for n, p in knowledge.of(tool).params.items() if p.kind == "boolean" and
+             n in known for phrase in p.true_words | p.false_words for w in phrase.split()}
+    flags -= {"yes", "no", "on", "off", "with", "a", "an"}
+    if not flags:
+        return message
+    filler = {"it's", "its", "it", "is", "an", "a", "this", "please", "very", "really", "and"}
+
+    def is_flag(segment: str) -> bool:
+        words = slots.words(segment)
+        return bool(words) and bool(set(words) & flags) and set(words) <= flags | filler
+
+    parts = [p for p in re.split(r"\s*[,;:!]\s*", message) if p.strip()]
+    while len(parts) > 1 and is_flag(parts[0]):
+        parts.pop(0)
+    while len(parts) > 1 and is_flag(parts[-1]):
+        parts.pop()
+    out = ", ".join(parts)
+    words = out.split()
+    # "... right now please it's urgent": the flag said at the end
+    for cut in range(max(1, len(words) - 5), len(words)):
+        if _key(words[cut]) in ("please", "it's", "its", "it", "this") and \
+                is_flag(" ".join(words[cut:])):
+            return " ".join(words[:cut]).rstrip(" ,;:")
     return out
 
 
@@ -629,7 +680,7 @@ _CLAUSE_VERBS = {"is", "are", "was", "were", "am", "has", "have", "had", "will",
                  "arrived", "brought", "returned", "ordered", "needs", "needed", "checked",
                  "dropped", "took", "gave", "come", "comes", "coming", "going", "today",
                  "tomorrow", "tonight", "yesterday", "now", "pick", "pickup", "collecting",
-                 "it's", "they're", "we're", "i'm", "he's", "she's", "know"}
+                 "it's", "they're", "we're", "i'm", "he's", "she's", "know", "due"}
 _COMMANDS = {"turn", "set", "put", "make", "switch", "take", "give", "send", "add", "cancel",
              "change", "get", "bring", "tell", "page", "order", "book", "reserve", "lend",
              "return", "check", "mark", "record", "announce", "show", "clear", "open",

@@ -190,6 +190,27 @@ class Planner:
             return None
         return {**known, **found} if valid(tool, {**known, **found}) else None
 
+    def coverage(self, text: str, tool: Tool, args: dict[str, Any]) -> float:
+        """The share of the request's content words the call explains: its argument values,
+        the tool's own words, its choices and aliases, the yes/no and range words of its
+        parameters, times, numbers and units."""
+        said = [w for w in slots.words(fill.mend(text)) if w not in _FILLER]
+        if not said:
+            return 1.0
+        info = knowledge.of(tool)
+        known = {_stem(w) for w in _known_by(tool) | _vocabulary(tool)}
+        for v in args.values():
+            known |= {_stem(w) for w in slots.words(str(v))}
+        for aliases in tool.aliases.values():
+            known |= {_stem(w) for a in aliases for w in slots.words(a)}
+        for p in info.params.values():
+            for group in (p.true_words, p.false_words, p.lo_words, p.hi_words):
+                known |= {_stem(w) for phrase in group for w in phrase.split()}
+            known |= {_stem(w) for c in p.choices or () for w in slots.words(str(c))}
+        hit = sum(1 for w in said if _stem(w) in known or w.isdigit() or
+                  w in _NUMBER_WORDS or fill.units.said_unit(w) is not None)
+        return hit / len(said)
+
     def _says_all(self, text: str, tool: Tool, args: dict[str, Any]) -> bool:
         """Every required yes/no was said, not implied ("on" with a level)."""
         info = knowledge.of(tool)
@@ -379,7 +400,8 @@ class Planner:
         props = tool.parameters.get("properties", {})
         missing = [r for r in tool.parameters.get("required", []) if r not in known]
         if self.pool is None or self.model is None:
-            return f"Which {', '.join(missing)} do you mean?"
+            # no model: free text by rule, else a question
+            return self.complete_args(text, tool) or f"Which {', '.join(missing)} do you mean?"
         properties: dict[str, dict[str, Any]] = {}
         schema: dict[str, Any] = {"type": "object", "properties": properties,
                                   "required": missing, "additionalProperties": False}
@@ -497,6 +519,19 @@ def _vocabulary(tool: Tool) -> set[str]:
     words = {w for w in words if len(w) > 2 and w not in _STOP}
     return words | {w[:-1] for w in words if w.endswith("s")} | {w + "s" for w in words}
 
+
+
+_NUMBER_WORDS = set(slots._UNITS) | set(slots._TENS) | set(slots._SCALES) | {
+    "half", "quarter", "past", "to", "am", "pm", "noon", "midday", "midnight", "o'clock",
+    "dozen", "percent", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday",
+    "sunday", "today", "tomorrow", "tonight", "morning", "afternoon", "evening", "night"}
+# words any request may carry, whatever it asks
+_FILLER = _STOP | _FRAME_WORDS | {
+    "um", "uh", "er", "erm", "okay", "ok", "so", "hey", "hi", "thanks", "thank", "i", "we",
+    "us", "it's", "i'm", "we're", "that's", "there's", "he", "she", "his", "her", "him",
+    "hers", "they're", "a", "an", "the", "some", "do", "be", "am", "at", "on", "in", "of",
+    "with", "for", "from", "by", "and", "or", "but", "as", "put", "make", "turn", "set",
+    "go", "get", "take", "give", "tell", "ask", "let", "know", "bring", "send", "check"}
 
 
 def _said_stems(text: str) -> set[str]:
