@@ -71,6 +71,7 @@ class Planner:
         self._fill_cache: dict[tuple[str, str], dict[str, Any]] = {}
         self._own: dict[str, set[str]] | None = None
         self._domain: set[str] | None = None
+        self._choices: set[str] | None = None
 
     async def plan(self, text: str) -> list[Step]:
         """One step per independent command; None args: the model must fill some."""
@@ -186,7 +187,8 @@ class Planner:
         if len(texts) != len(missing) or not set(missing) <= set(props):
             return None
         found = freetext.fill_texts(text, tool, texts, known)
-        if isinstance(found, str) or not set(texts) <= set(found):
+        if isinstance(found, str) or not set(texts) <= set(found) or \
+                self._names_a_choice(tool, found) is not None:
             return None
         return {**known, **found} if valid(tool, {**known, **found}) else None
 
@@ -210,6 +212,20 @@ class Planner:
         hit = sum(1 for w in said if _stem(w) in known or w.isdigit() or
                   w in _NUMBER_WORDS or fill.units.said_unit(w) is not None)
         return hit / len(said)
+
+    def _names_a_choice(self, tool: Tool, values: dict[str, Any]) -> str | None:
+        """The name parameter whose value is one of the agent's choices ("Nurse Kim" is a
+        member of staff, not a pet), or None."""
+        if self._choices is None:
+            self._choices = {str(c).lower() for t in self.tools.values()
+                             for p in knowledge.of(t).params.values() for c in p.choices or ()}
+            self._choices |= {a.lower() for t in self.tools.values()
+                              for aliases in t.aliases.values() for a in aliases}
+        for name, value in values.items():
+            if isinstance(value, str) and freetext.is_person(tool, name) and \
+                    value.lower() in self._choices:
+                return name
+        return None
 
     def _says_all(self, text: str, tool: Tool, args: dict[str, Any]) -> bool:
         """Every required yes/no was said, not implied ("on" with a level)."""
@@ -435,6 +451,8 @@ class Planner:
         found = freetext.fill_texts(text, tool, texts, known)
         if isinstance(found, str):
             return found  # a value that cannot be what it names: asked
+        if (taken := self._names_a_choice(tool, found)) is not None:
+            return f"Which {taken} do you mean?"
         known.update(found)
         for m in [m for m in missing if m in found]:
             missing.remove(m)
