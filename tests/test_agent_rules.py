@@ -312,8 +312,10 @@ def test_several_free_text_arguments_share_the_request(tool: str, params: str, t
 
 def test_a_time_said_is_no_quantity_and_a_price_is_not_a_time() -> None:
     stock = TOOLS["bakery.record_stock"]
-    got = fill("anna wants six cinnamon buns for tuesday at quarter past ten", stock)
+    got = fill("we baked six cinnamon buns for tuesday at quarter past ten", stock)
     assert got.get("quantity") == 6, got
+    # in or out? not said: the change is asked for, never guessed (a wrong call is worse)
+    assert "quantity" not in fill("anna wants six cinnamon buns for tuesday", stock)
     price = TOOLS["bakery.set_price"]
     assert fill("the croissants are 2.50", price).get("euros") == 2.5
 
@@ -359,3 +361,149 @@ def test_rules_survive_odd_plugins() -> None:
         freetext.assign(text, tool, ["codes"], got)
     call = ToolCall(tool="odd.f", arguments={"level": 5}, result={"nested": {"a": [1, 2]}})
     assert phrasing.render([call], {"odd.f": tool})
+
+
+# -- names, shapes and the calibration for wrong calls (this issue's second pass) ---------
+
+@pytest.mark.parametrize(("tool", "params", "text", "expected"), [
+    # a person after to/for/from, stopping at numbers, days and punctuation
+    ("bakery.take_order", "customer,items",
+     "um order for lucy twelve croissants and a baguette pick up sunday at eight",
+     {"customer": "lucy", "items": "twelve croissants and a baguette"}),
+    ("bakery.take_order", "customer,items", "Take an order: Pat Murphy, 2 apple tarts, Thursday 5pm",
+     {"customer": "Pat Murphy", "items": "2 apple tarts"}),
+    ("bakery.take_order", "customer,items",
+     "order four ahmed two baguettes pick up friday half past three",
+     {"customer": "ahmed", "items": "two baguettes"}),
+    # after the parameter's own word
+    ("vet.book_visit", "owner,pet", "Dental for Oscar with Dr Okoye - owner: Kwame Mensah",
+     {"owner": "Kwame Mensah", "pet": "Oscar"}),
+])
+def test_names_stand_where_a_person_is_said(tool: str, params: str, text: str,
+                                            expected: dict) -> None:
+    t = TOOLS[tool]
+    got = freetext.assign(text, t, params.split(","), fill(text, t))
+    assert {k: got.get(k) for k in expected} == expected
+
+
+@pytest.mark.parametrize(("tool", "param", "text", "expected"), [
+    ("vet.mark_arrived", "pet", "Check in Pumpkin please", "Pumpkin"),
+    ("vet.cancel_visit", "pet", "Cancel Max's appointment, please.", "Max"),
+    ("vet.call_staff", "message", "Tell Dr Okoye her 3 o'clock is here.", "her 3 o'clock is here"),
+    ("vet.call_staff", "message", "okay so ping nurse kim and ask her to bring the scales",
+     "bring the scales"),
+    ("vet.set_reception_screen", "message",
+     "Put \"Please take a seat, we'll call you shortly\" on the screen.",
+     "Please take a seat, we'll call you shortly"),
+    ("bakery.announce", "message",
+     "Let everyone in the shop know the gluten-free bread has arrived",
+     "the gluten-free bread has arrived"),
+    ("bakery.put_on_offer", "item", "30 percent off all muffins", "muffins"),
+    ("bakery.record_stock", "item", "we baked thirty cinnamon buns this morning",
+     "cinnamon buns"),
+])
+def test_values_are_cut_where_the_request_says_something_else(tool: str, param: str,
+                                                              text: str, expected: str) -> None:
+    t = TOOLS[tool]
+    assert freetext.span(text, t, param, fill(text, t)) == expected
+
+
+def test_a_message_loses_the_clause_that_made_it_urgent() -> None:
+    page = TOOLS["library.page_colleague"]
+    text = "Message Aoife, it's an emergency, water is leaking in the basement archive"
+    got = freetext.fill_texts(text, page, ["colleague", "message"], fill(text, page))
+    assert got == {"colleague": "Aoife", "message": "water is leaking in the basement archive"}
+
+
+@pytest.mark.parametrize(("tool", "param", "value", "ok"), [
+    ("library.return_book", "title", "Jones brought", False),  # cut out of a clause
+    ("library.check_shelf", "title", "the gruffalo checked out or", False),  # dangling
+    ("library.lend_book", "member", "Ruby Patel, due back", False),  # no clause in a name
+    ("library.lend_book", "member", "kill a mockingbird two emma white", False),
+    ("bakery.put_on_offer", "item", "the last hour", False),  # when, not what
+    ("bakery.set_price", "item", "turn the oven", False),  # a command, not an item
+    ("library.lend_book", "member", "Mrs Okafor", True),
+    ("library.lend_book", "title", "To Kill a Mockingbird", True),
+    ("vet.set_reception_screen", "message", "we are closed, sorry", True),
+])
+def test_a_value_must_have_the_shape_of_what_it_holds(tool: str, param: str, value: str,
+                                                      ok: bool) -> None:
+    assert freetext.plausible(TOOLS[tool], param, value, {}) is ok
+
+
+def test_a_number_before_what_it_counts_is_never_a_percentage_price_or_temperature() -> None:
+    assert "percent_off" not in fill("Add 40 baguettes to stock", TOOLS["bakery.put_on_offer"])
+    assert "euros" not in fill("three sourdough loaves", TOOLS["bakery.set_price"])
+    assert fill("Put the croissants on offer at 20% off",
+                TOOLS["bakery.put_on_offer"])["percent_off"] == 20
+    # a price is no level: "off" says nothing about it
+    assert "euros" not in fill("brownies ten percent off", TOOLS["bakery.set_price"])
+    assert knowledge.of(TOOLS["bakery.put_on_offer"]).params["percent_off"].currency is False
+
+
+def test_a_string_described_as_a_day_and_time_is_a_time() -> None:
+    cancel = TOOLS["vet.cancel_visit"]
+    assert knowledge.of(cancel).params["when"].time_of_day
+    assert fill("cancel rocky for tomorrow at noon", cancel)["when"].lower() == "tomorrow 12:00"
+
+
+@pytest.fixture(scope="module")
+def embed():
+    from edged.models.embed import create_embedder
+
+    emb = create_embedder("bundled:minilm-l6-int8")
+    emb.load()
+
+    async def run(texts: list[str]) -> list[list[float]]:
+        return emb.embed(texts)
+
+    return run
+
+
+async def _planner(embed, plugin: str):
+    from edged.agents.assemble import _implied
+    from edged.agents.planner import Planner
+    from edged.agents.selector import CentroidIndex, tool_leads
+
+    tools = {n: t for n, t in TOOLS.items() if n.startswith(plugin + ".")}
+    index = CentroidIndex(embed)
+    await index.build({t.name: [t.description] + [u for u, _ in t.example_pairs()]
+                       + _implied(t) for t in tools.values()},
+                      leads={t.name: tool_leads(t) | knowledge.address_leads(t)
+                             for t in tools.values()})
+    return Planner(tools, index, pool=None, model=None)
+
+
+@pytest.mark.parametrize(("plugin", "text", "tool", "args"), [
+    # names and titles drown the sentence; a word only one tool is known by still says it
+    ("library", "Sarah Jones brought back The Hobbit", "library.return_book",
+     {"title": "The Hobbit", "member": "Sarah Jones"}),
+    # the best match cannot be filled; a close tool whose every argument is said can
+    ("bakery", "Oven off please", "bakery.switch_oven", {"on": False}),
+    # a percentage rules out a tool with nowhere to put it
+    ("bakery", "30 percent off all muffins", "bakery.put_on_offer",
+     {"item": "muffins", "percent_off": 30}),
+])
+async def test_the_planner_picks_by_what_the_request_names_and_says(embed, plugin: str,
+                                                                    text: str, tool: str,
+                                                                    args: dict) -> None:
+    planner = await _planner(embed, plugin)
+    [(_, picked, planned, _)] = await planner.plan(text)
+    got = planned if planned is not None else await planner.model_args(text, picked)
+    assert picked.name == tool and got == args, (picked.name, got)
+
+
+@pytest.mark.parametrize(("plugin", "text"), [
+    ("bakery", "Knock a quarter off the carrot cake"),  # never switches the oven off
+    ("library", "How much is the late fee for a book that's a week overdue?"),
+    ("vet", "Could you let Nurse Kim know the vaccine delivery has arrived?"),
+])
+async def test_no_wrong_call_where_the_rules_are_unsure(embed, plugin: str, text: str) -> None:
+    """Asking is fine; running a wrong call is not (the pet is no member of staff, a
+    question lends nothing, a discount does not switch the oven off)."""
+    planner = await _planner(embed, plugin)
+    steps = await planner.plan(text)
+    for _, tool, planned, _ in steps:
+        got = planned if planned is not None else await planner.model_args(text, tool)
+        assert isinstance(got, str) or tool.name in ("vet.call_staff",
+                                                     "bakery.put_on_offer"), (tool.name, got)

@@ -394,7 +394,9 @@ def _numbers(text: str, params: list[Param], found: dict[str, Any],
     for p in free:
         if not p.ranged or not (p.lo_words or p.hi_words):
             continue
-        v = _range_words(text, p, fractions[-1] if fractions else None)
+        # "a quarter of the way" for a position; never a quarter of a temperature range
+        share = fractions[-1] if fractions and p.unit in (None, "percent") else None
+        v = _range_words(text, p, share)
         if v is not None:
             out[p.name] = v
     for name, v in list(out.items()):

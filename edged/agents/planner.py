@@ -637,7 +637,10 @@ def _unplaced_quantity(text: str, tool: Tool) -> bool:
     params = knowledge.of(tool).params.values()
     if any(p.kind == "string" and not p.choices and not p.time_of_day for p in params):
         return False
+    numeric = any(p.kind in ("integer", "number") for p in params)
     for q in fill.quantities(fill.mend(text)):
+        if q.fraction and not numeric:
+            return True  # "a quarter off" for a switch
         if q.unit is None or q.fraction:
             continue
         if q.unit == "percent":
