@@ -470,6 +470,8 @@ def fill_texts(text: str, tool: Tool, texts: list[str],
             out[n] = v
     for m in texts:
         value = spans[m]
+        if value and m.lower() == "message" and not _framed(text, tool):
+            return f"Which {m} do you mean?"  # "is doctor okoye free on thursday": no message
         if value and _MESSAGE.match(m):
             value = _without_flags(value, tool, known)
         if value and not plausible(tool, m, value, {**known, **spans}):
@@ -477,6 +479,22 @@ def fill_texts(text: str, tool: Tool, texts: list[str],
         if value:
             out[m] = value
     return out
+
+
+_SAYING_VERBS = {"say", "announce", "show", "display", "put", "write", "post", "set", "change",
+                 "tell", "send", "message", "page", "text", "note", "add", "log", "record",
+                 "update", "replace", "make", "jot", "type", "read", "broadcast"}
+
+
+def _framed(text: str, tool: Tool) -> bool:
+    """A message is said as one: in quotes, after a colon or a marker ("saying", "that"),
+    after the person addressed, or after a verb of saying or the tool's own verb."""
+    from .selector import lead_word, tool_leads
+
+    if _QUOTED.search(text) or _COLON.search(text) or marked(text):
+        return True
+    lead = lead_word(text)
+    return lead in _SAYING_VERBS | _ADDRESS_VERBS or lead in tool_leads(tool)
 
 
 def _without_flags(message: str, tool: Tool, known: dict[str, Any]) -> str:

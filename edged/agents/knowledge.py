@@ -334,4 +334,4 @@ def address_leads(tool: Tool) -> set[str]:
     if not any(_ADDRESSES.search(n) for n in names):
         return set()
     return {"tell", "ask", "let", "ping", "buzz", "call", "message", "page", "text", "radio",
-            "notify", "get", "phone"}
+            "notify", "phone"}
