@@ -508,3 +508,31 @@ async def test_no_wrong_call_where_the_rules_are_unsure(embed, plugin: str, text
         got = planned if planned is not None else await planner.model_args(text, tool)
         assert isinstance(got, str) or tool.name in ("vet.call_staff",
                                                      "bakery.put_on_offer"), (tool.name, got)
+
+
+async def test_a_choice_named_by_another_word_is_taken_by_meaning(embed) -> None:
+    """"a flu jab" is the choice "vaccination"; a name or a time names no choice."""
+    from edged.agents.meaning import ChoiceMeaning
+
+    meaning = ChoiceMeaning(embed)
+    book = TOOLS["vet.book_visit"]
+    assert await meaning.choose("teeth cleaning for ziggy", book, "reason", {}) == "dental"
+    assert await meaning.choose("book a flu jab for coco", book, "reason", {}) == "vaccination"
+    assert await meaning.choose("book biscuit in tomorrow at ten", book, "reason",
+                                {"pet": "biscuit"}) is None
+    args = {"pet": "Daisy", "owner": "Olga Petrova", "vet": "groomer", "when": "Friday 10:00"}
+    got = await meaning.complete("nail trim and bath for Daisy", book, args)
+    assert got == {**args, "reason": "grooming"}
+    # a value the schema refuses keeps the default: arguments missing, nothing added
+    assert await meaning.complete("nail trim and bath", book, {"pet": "Daisy"}) == \
+        {"pet": "Daisy"}
+
+
+def test_british_half_nine_and_an_unsaid_direction() -> None:
+    assert find_time("pickup Saturday at half nine").hour == 9
+    assert find_time("pickup Saturday at half nine").minute == 30
+    from edged.agents.fill import direction_unsaid
+
+    quantity = knowledge.of(TOOLS["bakery.record_stock"]).params["quantity"]
+    assert direction_unsaid("anna wants six cinnamon buns", quantity)
+    assert not direction_unsaid("we sold six cinnamon buns", quantity)

@@ -222,6 +222,14 @@ def fill(text: str, tool: Tool) -> dict[str, Any]:
     return out
 
 
+def direction_unsaid(text: str, p: Param) -> bool:
+    """``p`` is a change either way and the request says neither which ("anna wants six
+    buns": in or out?)."""
+    said = mend(text)
+    return p.signed and bool(_CHANGE.search(p.description)) and \
+        not _DECREASE.search(said) and not _INCREASE.search(said)
+
+
 # a parameter that is a change either way ("positive for stock in, negative for stock out")
 _CHANGE = re.compile(r"\bnegative\b", re.I)
 _INCREASE = re.compile(

@@ -23,6 +23,7 @@ from ..models import GenerationRequest, ModelError, ModelUnavailable
 from ..models.pool import ModelPool
 from ..tools.base import ArgumentError, Tool
 from . import fill, freetext, knowledge, slots, timeofday
+from .meaning import ChoiceMeaning
 from .selector import CentroidIndex, Ranking, lead_word, tool_leads
 
 log = logging.getLogger("edged.agents")
@@ -72,6 +73,7 @@ class Planner:
         self._own: dict[str, set[str]] | None = None
         self._domain: set[str] | None = None
         self._choices: set[str] | None = None
+        self.meaning = ChoiceMeaning(index.embed) if index is not None else None
 
     async def plan(self, text: str) -> list[Step]:
         """One step per independent command; None args: the model must fill some."""
@@ -423,8 +425,13 @@ class Planner:
                                   "required": missing, "additionalProperties": False}
         spans = _spans(text)
         numbers = slots.parse_numbers(text)
-        for m in missing:
+        for m in list(missing):
             kind, choices = slots._kind(props[m], tool.parameters.get("$defs", {}))
+            if choices and self.meaning is not None and \
+                    (v := await self.meaning.choose(text, tool, m, known)) is not None:
+                known[m] = v  # "a flu jab": the choice "vaccination"
+                missing.remove(m)
+                continue
             if choices or kind == "boolean":
                 # never guess a choice or a yes/no the user did not say: ask instead
                 what = props[m].get("description") or m
@@ -433,7 +440,10 @@ class Planner:
             if kind in ("integer", "number"):
                 # only numbers said that can be this one: in its range, and not said in
                 # another unit ("ten percent off" is no price)
-                said = _numbers_for(text, knowledge.of(tool).params.get(m), numbers)
+                p = knowledge.of(tool).params.get(m)
+                said = _numbers_for(text, p, numbers)
+                if p is not None and fill.direction_unsaid(text, p):
+                    said = []  # in or out was not said: asked, never the model's guess
                 if not said:  # no number was said: never invent one
                     what = (props[m].get("description") or "").rstrip(".")
                     return f"Which {m} do you mean?" + (f" ({what})" if what else "")

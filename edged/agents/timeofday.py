@@ -94,6 +94,10 @@ def find(text: str) -> TimeSaid | None:
         if m.group(2) in ("to", "before"):
             h, mi = (h - 1) % 12 or 12, 60 - mi
         return TimeSaid(_ampm(h, m.group(4)), mi, day, m.start(), m.end())
+    # British "half nine" is 9:30 (after "at", so that "half nine" of something is not)
+    if m := re.search(rf"\bat\s+half\s+({hours})\b(\s*(?:a\.?\s?m\.?|p\.?\s?m\.?|"
+                      r"in the (?:morning|afternoon|evening)))?", low):
+        return TimeSaid(_ampm(_hour(m.group(1)), m.group(2)), 30, day, m.start(), m.end())
     minutes = "|".join(sorted(_MINUTE_WORDS, key=len, reverse=True))
     if m := re.search(rf"\b({hours})\s+({minutes}|[0-5]\d)\b(\s*(?:a\.?\s?m\.?|p\.?\s?m\.?|"
                       r"in the (?:morning|afternoon|evening)))?", low):

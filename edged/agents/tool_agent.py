@@ -195,6 +195,8 @@ class ToolAgent:
                 args = await self.recollect.context_args(part, tool, request, notes)
             if args is None:
                 args = await self.planner.model_args(part, tool)
+            if isinstance(args, dict) and self.planner.meaning is not None:
+                args = await self.planner.meaning.complete(part, tool, args)
             if isinstance(args, str):  # could not decide: a larger tier, else ask
                 if not calls and (tiered := await self.tiers.climb(self, request, ctx)):
                     return tiered
