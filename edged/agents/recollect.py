@@ -11,7 +11,8 @@ from ..memory.recall import Memory
 from ..messages import Request
 from ..tools.base import ArgumentError, Tool
 from . import fill, knowledge, slots
-from .planner import Planner, Step, valid
+from .arguments import valid
+from .planner import Planner, Step
 
 # A recalled memory may fill an argument only when it is this close to the request.
 RECALL_FILL_MIN_SIMILARITY = 0.45
