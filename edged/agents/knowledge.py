@@ -28,7 +28,7 @@ POLARITY: dict[str, tuple[frozenset[str], frozenset[str]]] = {
                          "boot up", "get going", "kick on", "activate", "resume", "go"}),
               frozenset({"off", "stop", "stops", "stopped", "kill", "shut down", "shut off",
                          "switch off", "turn off", "power down", "power off", "halt", "cut",
-                         "deactivate", "pause", "not running"})),
+                         "deactivate", "pause", "not running", "end", "ends", "ended"})),
     "open": (frozenset({"open", "opens", "opened", "raise", "lift", "let in", "prop open",
                         "hold open", "unlatch", "up", "extend", "deploy", "unroll"}),
              frozenset({"close", "closes", "closed", "shut", "lower", "close up", "down",
@@ -67,7 +67,8 @@ _END_DOC = re.compile(
 _IDENTIFIER = re.compile(r"(^|_)(room|id|number|no|table|floor|channel|seat|slot|zone|"
                          r"unit|bay|desk|line|index)($|_)", re.I)
 _TEMPERATURE = {"degC", "degF", "kelvin"}
-_CURRENCY = re.compile(r"(^|\s)(price|cost|amount|fee|fare|charge|total)(\s|$)|€|\$|£|\beuros?\b|"
+# ("amount" alone is no price: "How much arrived" is stock)
+_CURRENCY = re.compile(r"(^|\s)(price|cost|fee|fare|charge)(\s|$)|€|\$|£|\beuros?\b|"
                        r"\bdollars?\b|\bpounds sterling\b|\bcurrency\b|\bcents?\b", re.I)
 # words for an end that do not say which: "all the way" goes to the end the request's verb
 # points at ("close it all the way"), else to the top
@@ -247,6 +248,8 @@ def _ends(doc: str, lo: float | None, hi: float | None, unit: str | None
                 (hi_w if end is lo_w else lo_w).update(no if hit[1] else yes)
     if lo == 0:
         lo_w |= {"off", "turn off", "switch off", "kill", "cut"}
+    if not re.search(r"\bon\b", doc, re.I):
+        hi_w.discard("on")  # "the promotion on cough sweets": a preposition, not a level
     if unit in _TEMPERATURE:
         lo_w |= {"coldest", "as cold as", "lowest"}
         hi_w |= {"hottest", "warmest", "as hot as", "as warm as", "highest"}
