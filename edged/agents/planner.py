@@ -176,12 +176,32 @@ class Planner:
                 continue  # nothing said confirms a tool without arguments
             if any(knowledge.of(tool).params[r].kind == "string" and r in
                    knowledge.of(tool).params for r in required) and \
-                    not self._own_words()[tool.name] & _said_stems(text):
-                continue  # free text fits any request: the tool must be named by its own word
+                    not self._own_words()[tool.name] & _said_stems(text) and \
+                    not self._measured(text, tool) and \
+                    not (question and self._only_lookup(tool, ranking)):
+                # free text fits any request: the tool must be named by its own word, by a
+                # price or measure only it takes, or be the one lookup a question can mean
+                continue
             args = self.complete_args(text, tool)
             if args is not None and self._says_all(text, tool, args):
                 hits.append((text, tool, args, ranking))
         return hits[0] if len(hits) == 1 else None
+
+    def _measured(self, text: str, tool: Tool) -> bool:
+        """The rules found a price, a percentage or a measure for one of the tool's
+        numbers ("lip balm is one fifty now")."""
+        info = knowledge.of(tool).params
+        found = self.filled(text, tool)
+        return any(n in info and info[n].kind in ("integer", "number") and
+                   (info[n].currency or info[n].percent_like or info[n].unit)
+                   for n in found)
+
+    def _only_lookup(self, tool: Tool, ranking: Ranking) -> bool:
+        """``tool`` is the only one among the close candidates that reads instead of
+        changing something."""
+        near = [self.tools[c.name] for c in ranking.choices[:3]]
+        lookups = [t for t in near if not _changes_state(t)]
+        return lookups == [tool]
 
     def _says_all(self, text: str, tool: Tool, args: dict[str, Any]) -> bool:
         """Every required yes/no was said, not implied ("on" with a level)."""
