@@ -236,7 +236,7 @@ _INCREASE = re.compile(
     r"\b(add|added|adding|plus|delivered|delivery|deliveries|arrived|came in|come in|got in|"
     r"received|receive|baked|bake|made|make|produced|bought|restock|restocked|stocked|"
     r"in stock|to stock|into stock|put in|brought in|new batch|fresh batch|increase|more|"
-    r"extra|found|up by|topped up|top up)\b", re.I)
+    r"extra|found|up by|topped up|top up|(?:we|we've|we have|just) got)\b|\bin\s*$", re.I)
 _DECREASE = re.compile(
     r"\b(sold|sell|selling|used|use up|used up|took|take out|taken|removed?|lost|broke|broken|"
     r"threw away|thrown away|throw away|threw out|throw out|wasted|waste|went into|gone|"

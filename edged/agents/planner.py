@@ -108,7 +108,9 @@ class Planner:
             ranking = ranking.penalise({n for n, t in self.tools.items() if _changes_state(t)},
                                        0.25)
         if ranking.best is None:
-            return None
+            # nothing is close: names and prices drown the sentence ("lip balm is one
+            # fifty now"); a tool whose every argument is said may still be meant
+            return self._fully_said(text, ranking, FULLY_SAID_MIN)
         question = slots.is_question(text)
         if (picked_step := self._by_evidence(text, ranking)) is not None:
             return picked_step
