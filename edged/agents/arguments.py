@@ -213,6 +213,11 @@ def _unplaced_quantity(text: str, tool: Tool) -> bool:
     if any(p.kind == "string" and not p.choices and not p.time_of_day for p in params):
         return False
     numeric = any(p.kind in ("integer", "number") for p in params)
+    said = fill.mend(text)
+    words = slots.words(said)
+    if not numeric and not any(p.choices for p in params) and any(
+            fill.counts_things(words, q) for q in fill.quantities(said)):
+        return True  # "knocked over four bottles ... take those off": no door has bottles
     for q in fill.quantities(fill.mend(text)):
         if q.fraction and not numeric:
             return True  # "a quarter off" for a switch

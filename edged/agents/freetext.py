@@ -221,6 +221,8 @@ def _without_frame(text: str, tool: Tool, param: str, found: dict[str, Any], *,
     ``verb_first``: the first word is the command's verb."""
     strong = _strong_words(tool, param)
     frame = _CARRIERS | frame_words(tool, param) | (_VERBISH if verbs else set())
+    if marked_text:  # "... that the shop is closing now": the tool's words are the message's
+        frame = _CARRIERS - {"now", "right", "away", "there", "here", "this", "that", "up"}
     if not _MESSAGE.match(param):
         # the words another argument is described by ("half price" for a discount)
         frame |= {w for n, d in tool.param_docs.items() if n != param and n in found
@@ -590,6 +592,14 @@ def _after_role(said: str, tool: Tool, param: str, found: dict[str, Any]) -> str
             if name is not None and len(name.split()) == j - start:
                 return name
             break
+    for i, t in enumerate(toks):  # "book Aiko Tanaka's cat Miso in": the owner
+        if t.endswith("'s") and t[:1].isupper() and i + 1 < len(toks):
+            j = i
+            while j > 0 and toks[j - 1][:1].isupper() and _key(toks[j - 1]) not in _COMMANDS:
+                j -= 1
+            name = " ".join(toks[j:i] + [t[:-2]])
+            if len(name.split()) <= 3:
+                return name
     words = said.split()
     if len(words) > 2 and words[0][:1].isupper() and words[1][:1].isupper():
         return " ".join(w.strip(",") for w in words[:2])
@@ -617,6 +627,8 @@ def _name_run(toks: list[str], i: int, *, need_end: bool = False,
     ``need_end``: the run must end at punctuation (a list item: "Pat Murphy, 2 tarts")."""
     name: list[str] = []
     ended = False
+    while i < len(toks) and _key(toks[i]) in ("uh", "um", "er", "erm"):
+        i += 1
     for t in toks[i:i + 5]:
         k = _key(t)
         if not k or t in ("|", "-") or k.isdigit() or k in slots._UNITS or \
@@ -698,7 +710,9 @@ _CLAUSE_VERBS = {"is", "are", "was", "were", "am", "has", "have", "had", "will",
                  "arrived", "brought", "returned", "ordered", "needs", "needed", "checked",
                  "dropped", "took", "gave", "come", "comes", "coming", "going", "today",
                  "tomorrow", "tonight", "yesterday", "now", "pick", "pickup", "collecting",
-                 "it's", "they're", "we're", "i'm", "he's", "she's", "know", "due"}
+                 "it's", "they're", "we're", "i'm", "he's", "she's", "know", "due", "sold",
+                 "bought", "used", "broke", "knocked", "lost", "received", "delivered",
+                 "baked", "finished"}
 _COMMANDS = {"turn", "set", "put", "make", "switch", "take", "give", "send", "add", "cancel",
              "change", "get", "bring", "tell", "page", "order", "book", "reserve", "lend",
              "return", "check", "mark", "record", "announce", "show", "clear", "open",
