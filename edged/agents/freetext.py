@@ -72,6 +72,11 @@ def frame_words(tool: Tool, param: str) -> set[str]:
 _CATALOGUE = re.compile(r"^(item|items?_name|product|article|sku|dish|drink|ingredient)$", re.I)
 
 
+# what things come in: "36 tubes of toothpaste" counts toothpaste
+_CONTAINER = re.compile(r"(?i)^(?:tubes?|box(?:es)?|bottles?|packs?|packets?|bags?|tubs?|jars?|"
+                        r"cans?|cartons?|sacks?|crates?|cases?|rolls?|bars?|loaves|"
+                        r"kilos?|kilograms?|grams?|litres?|liters?|pieces?|dozen|units?|"
+                        r"sheets?|tins?|pots?|trays?)\s+of\s+(.+)$")
 _WHEN_TAIL = re.compile(
     r"(?:\s+(?:this|last|yesterday|tomorrow) (?:morning|afternoon|evening|night)|"
     r"\s+(?:today|tonight|yesterday|tomorrow|now|from now on|from today|right now|"
@@ -84,6 +89,9 @@ def span(text: str, tool: Tool, param: str, found: dict[str, Any]) -> str | None
     if value and not _MESSAGE.match(param):
         # "cinnamon buns this morning": when it happened is not part of the thing
         value = _WHEN_TAIL.sub("", value).strip() or value
+        value = re.sub(r"(?:\s+(?:in|out|off|up|down|away))+$", "", value) or value
+        if m := _CONTAINER.match(value):
+            value = m.group(1)  # "tubes of toothpaste": toothpaste
     if value and (m := re.match(r"^(.+?)'s\s+(\w+)$", value)) and \
             m.group(2).lower() in frame_words(tool, param) | _choice_words(tool) | _BOOKINGS:
         value = m.group(1)  # "Max's appointment" names Max
@@ -99,6 +107,9 @@ def _span(text: str, tool: Tool, param: str, found: dict[str, Any]) -> str | Non
         return _quoted(m)
     if m := _COLON.search(text):
         tail = _TRAIL.sub("", text[m.end():])
+        if tail and not _MESSAGE.match(param):
+            # "Promo: 30 percent off nappy cream": the thing is in the tail, among the rest
+            return _without_frame(tail, tool, param, found, verb_first=False) or tail
         if tail:
             return tail
     if is_person(tool, param) and (name := _name_of(text, tool, param, found)):

@@ -124,7 +124,8 @@ class Planner:
             score = next((c.score for c in candidates if c.name == picked), 0.0)
             if picked is not None and (score >= GROUNDED_BELOW or self.grounded(
                     text, self.tools[picked])) and not (
-                    question and _changes_state(self.tools[picked])):
+                    question and _changes_state(self.tools[picked])) and \
+                    not self.rules_contradict(text, self.tools[picked]):
                 tool = self.tools[picked]
                 return text, tool, self.rule_args(text, tool), ranking
         first: Step | None = None
