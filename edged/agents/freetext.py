@@ -29,7 +29,7 @@ _CARRIERS = {"please", "can", "could", "would", "will", "you", "i", "me", "us", 
              "over", "by", "go", "do", "please,", "kindly", "be", "there's", "have", "has",
              "they", "he", "she", "they're", "he's", "she's", "under", "named", "called",
              "about", "regarding", "re", "as", "per", "after", "before", "behind", "aside",
-             "off"}
+             "off", "let's", "lets"}
 _MARKER = re.compile(r"(?:^|\s)(saying|that says|which says|(?:to|two|too) say|that reads|"
                      r"(?:to|two|too) read|"
                      r"reading|with the words|the words|telling (?:them|him|her|everyone)|"
@@ -96,7 +96,7 @@ def span(text: str, tool: Tool, param: str, found: dict[str, Any]) -> str | None
             m.group(2).lower() in frame_words(tool, param) | _choice_words(tool) | _BOOKINGS:
         value = m.group(1)  # "Max's appointment" names Max
     if value and _CATALOGUE.match(param):
-        value = re.sub(r"(?i)^(?:all of the|all the|all|every|the)\s+", "", value)
+        value = re.sub(r"(?i)^(?:all of the|all the|all|every|any|some|the)\s+", "", value)
         value = re.sub(r"(?i)\s+on (?:special|offer|sale|promotion)$", "", value) or value
     return value
 
@@ -628,7 +628,7 @@ _WHEN_WORDS = {"monday", "tuesday", "wednesday", "thursday", "friday", "saturday
                "january", "february", "march", "april", "june", "july", "august",
                "september", "october", "november", "december"}
 _LEAD_WORDS = {"okay", "ok", "so", "um", "uh", "er", "erm", "right", "well", "oh", "hey",
-               "please", "and", "now", "new", "|"}
+               "please", "and", "now", "new", "|", "let's", "lets"}
 
 
 def _name_run(toks: list[str], i: int, *, need_end: bool = False,
@@ -723,7 +723,7 @@ _CLAUSE_VERBS = {"is", "are", "was", "were", "am", "has", "have", "had", "will",
                  "tomorrow", "tonight", "yesterday", "now", "pick", "pickup", "collecting",
                  "it's", "they're", "we're", "i'm", "he's", "she's", "know", "due", "sold",
                  "bought", "used", "broke", "knocked", "lost", "received", "delivered",
-                 "baked", "finished"}
+                 "baked", "finished", "goes", "costs"}
 _COMMANDS = {"turn", "set", "put", "make", "switch", "take", "give", "send", "add", "cancel",
              "change", "get", "bring", "tell", "page", "order", "book", "reserve", "lend",
              "return", "check", "mark", "record", "announce", "show", "clear", "open",

@@ -28,7 +28,8 @@ POLARITY: dict[str, tuple[frozenset[str], frozenset[str]]] = {
                          "boot up", "get going", "kick on", "activate", "resume", "go"}),
               frozenset({"off", "stop", "stops", "stopped", "kill", "shut down", "shut off",
                          "switch off", "turn off", "power down", "power off", "halt", "cut",
-                         "deactivate", "pause", "not running", "end", "ends", "ended"})),
+                         "deactivate", "pause", "not running", "end", "ends", "ended",
+                         "no more", "no longer"})),
     "open": (frozenset({"open", "opens", "opened", "raise", "lift", "let in", "prop open",
                         "hold open", "unlatch", "up", "extend", "deploy", "unroll"}),
              frozenset({"close", "closes", "closed", "shut", "lower", "close up", "down",
@@ -250,6 +251,8 @@ def _ends(doc: str, lo: float | None, hi: float | None, unit: str | None
         lo_w |= {"off", "turn off", "switch off", "kill", "cut"}
     if not re.search(r"\bon\b", doc, re.I):
         hi_w.discard("on")  # "the promotion on cough sweets": a preposition, not a level
+    if re.search(r"\b(off|discount|reduction|promotion|sale|markdown)\b", doc, re.I):
+        lo_w -= {"off", "turn off", "switch off", "cut"}  # "a third off" is the amount
     if unit in _TEMPERATURE:
         lo_w |= {"coldest", "as cold as", "lowest"}
         hi_w |= {"hottest", "warmest", "as hot as", "as warm as", "highest"}

@@ -49,6 +49,8 @@ SPLIT_MIN_SCORE = 0.5
 # (which it cannot fill), and never below FULLY_SAID_MIN.
 FULLY_SAID_MARGIN = 0.2
 FULLY_SAID_MIN = 0.14
+# ... and a tool whose price or percentage the request says, down to this
+MEASURED_MIN = 0.08
 # What a word only one tool is known by adds to its score (two such words at most).
 OWN_WORD_BOOST = 0.08
 
@@ -166,10 +168,11 @@ class Planner:
         required argument it says (by rule, free text included); None unless exactly one."""
         question = slots.is_question(text)
         hits: list[Step] = []
-        for c in ranking.choices[:4]:
-            if c.score < floor:
-                break
+        for c in ranking.choices[:6]:
             tool = self.tools[c.name]
+            if c.score < floor and not (c.score >= MEASURED_MIN and
+                                        self._measured(text, tool, money_only=True)):
+                continue  # far, unless a price or a percentage says it
             if (question and _changes_state(tool)) or self.rules_contradict(text, tool) or \
                     not self.grounded(text, tool) or \
                     (_switches_off(text) and not _can_switch_off(tool)):
@@ -190,11 +193,19 @@ class Planner:
                 hits.append((text, tool, args, ranking))
         return hits[0] if len(hits) == 1 else None
 
-    def _measured(self, text: str, tool: Tool) -> bool:
+    def _measured(self, text: str, tool: Tool, *, money_only: bool = False) -> bool:
         """The rules found a price, a percentage or a measure for one of the tool's
-        numbers ("lip balm is one fifty now")."""
+        numbers ("lip balm is one fifty now"); ``money_only``: a price or a percentage."""
         info = knowledge.of(tool).params
         found = self.filled(text, tool)
+        if money_only:  # said as a price or a percentage, not a range word ("open", "out")
+            qs = fill.quantities(fill.mend(text))
+            share = any(q.unit == "percent" or q.fraction for q in qs)
+            # a price said as one: "€11.95", "one fifty", "4 euros 50"; not "at 6"
+            money = any(q.unit in ("currency", "cent", "pound") or q.alt is not None or
+                        q.value != int(q.value) for q in qs)
+            return any(n in info and ((info[n].currency and money) or
+                                      (info[n].unit == "percent" and share)) for n in found)
         return any(n in info and info[n].kind in ("integer", "number") and
                    (info[n].currency or info[n].percent_like or info[n].unit)
                    for n in found)
@@ -318,6 +329,9 @@ class Planner:
         if any(info.params[k].choices or info.params[k].currency
                for k in found if k in info.params):
             return True  # a choice it offers, or a price, was said
+        if any(info.params[k].unit == "percent" for k in found if k in info.params) and any(
+                q.unit == "percent" or q.fraction for q in fill.quantities(fill.mend(text))):
+            return True  # a percentage or a share for its percentage ("a third off")
         units_ = {p.unit for p in info.params.values() if p.unit and p.unit != "percent"}
         return any(q.unit is not None and q.unit != "percent" and any(
             fill.units.convert(1.0, q.unit, u) is not None for u in units_)
