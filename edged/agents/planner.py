@@ -49,8 +49,6 @@ SPLIT_MIN_SCORE = 0.5
 # (which it cannot fill), and never below FULLY_SAID_MIN.
 FULLY_SAID_MARGIN = 0.2
 FULLY_SAID_MIN = 0.14
-# ... and a tool whose price or percentage the request says, down to this
-MEASURED_MIN = 0.08
 # What a word only one tool is known by adds to its score (two such words at most).
 OWN_WORD_BOOST = 0.08
 
@@ -168,11 +166,10 @@ class Planner:
         required argument it says (by rule, free text included); None unless exactly one."""
         question = slots.is_question(text)
         hits: list[Step] = []
-        for c in ranking.choices[:6]:
+        for c in ranking.choices[:4]:
+            if c.score < floor:
+                break
             tool = self.tools[c.name]
-            if c.score < floor and not (c.score >= MEASURED_MIN and
-                                        self._measured(text, tool, money_only=True)):
-                continue  # far, unless a price or a percentage says it
             if (question and _changes_state(tool)) or self.rules_contradict(text, tool) or \
                     not self.grounded(text, tool) or \
                     (_switches_off(text) and not _can_switch_off(tool)):
@@ -193,19 +190,11 @@ class Planner:
                 hits.append((text, tool, args, ranking))
         return hits[0] if len(hits) == 1 else None
 
-    def _measured(self, text: str, tool: Tool, *, money_only: bool = False) -> bool:
+    def _measured(self, text: str, tool: Tool) -> bool:
         """The rules found a price, a percentage or a measure for one of the tool's
-        numbers ("lip balm is one fifty now"); ``money_only``: a price or a percentage."""
+        numbers ("lip balm is one fifty now")."""
         info = knowledge.of(tool).params
         found = self.filled(text, tool)
-        if money_only:  # said as a price or a percentage, not a range word ("open", "out")
-            qs = fill.quantities(fill.mend(text))
-            share = any(q.unit == "percent" or q.fraction for q in qs)
-            # a price said as one: "€11.95", "one fifty", "4 euros 50"; not "at 6"
-            money = any(q.unit in ("currency", "cent", "pound") or q.alt is not None or
-                        q.value != int(q.value) for q in qs)
-            return any(n in info and ((info[n].currency and money) or
-                                      (info[n].unit == "percent" and share)) for n in found)
         return any(n in info and info[n].kind in ("integer", "number") and
                    (info[n].currency or info[n].percent_like or info[n].unit)
                    for n in found)
