@@ -18,6 +18,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,12 @@ from .reload import Reloader
 from .spine import Dispatcher, Ingest, Sender, release_timers
 
 log = logging.getLogger("edged.service")
+
+
+def _publish_now(bus: MQTTBus, topic: str, body: bytes, correlation: bytes | None) -> None:
+    """QoS 0, not journaled: the streamed words of an answer (a lost piece is only lost)."""
+    fut = bus.publish(topic, body, qos=0, correlation=correlation)
+    fut.add_done_callback(lambda f: f.cancelled() or f.exception())
 
 
 class Daemon:
@@ -77,6 +84,7 @@ class Daemon:
                 password=mqtt_password(cfg), on_ready=self._on_ready,
                 will=Will(app.topics.status, self.status_payload("offline")))
             self.reloader.resubscribe = bus.resubscribe
+            self.dispatcher.live = partial(_publish_now, bus)
             if install_signals:
                 self._install_signals()
             ingest, sender = Ingest(app, bus), Sender(app, bus)

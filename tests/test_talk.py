@@ -108,3 +108,27 @@ async def test_an_agent_talks_through_an_openai_compatible_server(
     assert msgs[0]["role"] == "system" and "My cat is called Tom" in msgs[0]["content"]
     assert any(m["content"] == "What is the capital of France?" for m in msgs[1:])
     assert msgs[-1] == {"role": "user", "content": "what is my cat called?"}
+
+
+async def test_a_talking_answer_streams_its_words_as_they_come(
+        broker, make_config, run_daemon, llama_server) -> None:  # noqa: F811
+    """The served model streams (server-sent events); its words go to ``<reply
+    topic>/partial`` as they come (QoS 0, numbered), and the final reply, the durable one,
+    says the same words."""
+    cfg = make_config(extra=_served(llama_server.url, llama_server.key_file))
+    await run_daemon(cfg, timeout=60)
+    with peer(broker.port) as p:
+        p.subscribe("edged/out/+")
+        p.subscribe("edged/out/+/partial")
+        rid = "stream-1"
+        p.publish("edged/in/tablet", json.dumps({"id": rid, "text": "Tell me about cats."}))
+        [m] = await asyncio.to_thread(
+            p.wait_count, 1, 120,
+            lambda m: m.topic == "edged/out/tablet" and json.loads(m.payload).get("id") == rid)
+        reply = json.loads(m.payload)
+        pieces = [json.loads(x.payload) for x in p.messages
+                  if x.topic == "edged/out/tablet/partial"]
+        assert reply["model"] == "lan" and reply["text"].strip()
+        assert pieces and all(x["id"] == rid for x in pieces)
+        assert [x["seq"] for x in pieces] == list(range(1, len(pieces) + 1))
+        assert "".join(x["delta"] for x in pieces).strip() == reply["text"].strip()

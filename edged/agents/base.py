@@ -30,10 +30,24 @@ class Context:
     """Per-request services a stage may use."""
 
     def __init__(self, journal: Journal, inbox_id: int,
-                 emit: Callable[[str, dict[str, Any]], Awaitable[None]]) -> None:
+                 emit: Callable[[str, dict[str, Any]], Awaitable[None]],
+                 partial: Callable[[str], None] | None = None) -> None:
         self._journal = journal
         self.inbox_id = inbox_id
         self._emit = emit
+        self._partial = partial
+
+    @property
+    def streams(self) -> bool:
+        """The reply's words can be streamed as they come (the request has a reply topic
+        and the bus is up)."""
+        return self._partial is not None
+
+    def stream(self, delta: str) -> None:
+        """Pass on a piece of the answer as the model writes it: best effort (QoS 0, not
+        journaled; a retry streams again); the final reply is the one that counts."""
+        if self._partial is not None and delta:
+            self._partial(delta)
 
     async def once(self, key: str, fn: Callable[[], Awaitable[T]], type_: type[T] | Any = Any) -> T:
         """Run a side effect at most once for this request, even across crashes.

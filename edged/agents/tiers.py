@@ -85,9 +85,11 @@ class Tiers:
 
         async def generate(messages: list[dict[str, Any]], offered: list[dict[str, Any]]
                            ) -> Generation:
+            # the words stream to <reply topic>/partial as the model writes them
             return await pool.generate(tier.alias, GenerationRequest(
                 messages=messages, max_tokens=agent.cfg.answer_tokens, temperature=0.2,
-                tools=offered or None, tool_choice="auto" if offered else None))
+                tools=offered or None, tool_choice="auto" if offered else None),
+                on_token=ctx.stream if ctx is not None and ctx.streams else None)
 
         out = await converse.run(
             generate, wm.messages(), specs, tools=agent.tools, runner=agent.runner,

@@ -12,12 +12,13 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import msgspec
 
 from ..agents import Context
-from ..journal import InboxRow, JournalError, OutRow, StepFailed, StepInDoubt
+from ..journal import InboxRow, JournalError, Meta, OutRow, StepFailed, StepInDoubt
 from ..messages import BadRequest, Request, parse
 from ..router import AUTO
 from .replies import correlation_id, dead_letter, error_row, props
@@ -28,9 +29,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("edged.spine")
 
 
+# publish at once, QoS 0 (topic, payload, correlation data): set by the daemon with its bus
+Live = Callable[[str, bytes, bytes | None], object]
+
+
 class Dispatcher:
     def __init__(self, app: App) -> None:
         self.app = app
+        self.live: Live | None = None  # the answer's words as they come; None: not streamed
 
     async def recover(self) -> None:
         """At start: requeue what a crash interrupted, quarantine what keeps crashing."""
@@ -83,6 +89,27 @@ class Dispatcher:
             await asyncio.wait(pending)
             log.warning("shutdown: %d request(s) checkpointed unfinished", len(pending))
 
+    def _partials(self, req: Request, meta: Meta) -> Callable[[str], None] | None:
+        """A sink for the answer's words as they come, on ``<reply topic>/partial`` (QoS 0:
+        a device that wants them subscribes there; the final reply stays the durable one)."""
+        live = self.live
+        topic = meta.reply_topic
+        if live is None or not topic:
+            return None
+        seq = 0
+        correlation = meta.correlation
+
+        def send(delta: str) -> None:
+            nonlocal seq
+            seq += 1
+            body = msgspec.json.encode({"id": req.id, "seq": seq, "delta": delta})
+            try:
+                live(f"{topic}/partial", body, correlation)
+            except Exception as e:  # noqa: BLE001 - a lost piece never fails the request
+                log.debug("partial for %s not sent: %r", req.id, e)
+
+        return send
+
     async def process(self, row: InboxRow) -> None:
         app, state = self.app, self.app.spine
         t0 = time.perf_counter()
@@ -108,7 +135,7 @@ class Dispatcher:
         try:
             if stage is None:
                 raise BadRequest("unknown_agent", f"agent {agent!r} is not available")
-            ctx = Context(app.journal, row.id, app.emit)
+            ctx = Context(app.journal, row.id, app.emit, partial=self._partials(req, meta))
             t_agent = time.perf_counter()
             reply = await stage.handle(req, ctx)
             stage_time("agent", time.perf_counter() - t_agent)
