@@ -311,7 +311,7 @@ class Planner:
         said = {_stem(w) for w in slots.words(fill.mend(text))}
         if ({_stem(w) for w in _vocabulary(tool) - _COMMON_VERBS} - self._domain_words()) & said:
             return True
-        if self._own_words().get(tool.name, set()) & said:
+        if self._own_words().get(tool.name, set()) & _said_stems(text):
             return True  # a word only this tool is known by ("check" for a check-in)
         info = knowledge.of(tool)
         found = self.filled(text, tool)
@@ -394,7 +394,25 @@ def _vocabulary(tool: Tool) -> set[str]:
 
 
 def _said_stems(text: str) -> set[str]:
-    return {_stem(w) for w in slots.words(fill.mend(text))}
+    """The request's word stems, each with its plain synonym ("borrowing" also says "lend")."""
+    return _with_synonyms({_stem(w) for w in slots.words(fill.mend(text))})
+
+
+def _with_synonyms(stems: set[str]) -> set[str]:
+    return stems | {_VERB_OF[s] for s in stems if s in _VERB_OF}
+
+
+# everyday verbs and the plainer verb they mean, as stems ("borrowing" -> "lend"); only
+# verbs that mean one thing whatever the domain
+_VERB_OF = {_stem(k): _stem(v) for k, v in {
+    "borrow": "lend", "borrowing": "lend", "borrowed": "lend", "loan": "lend",
+    "brought": "return", "returned": "return", "hold": "reserve", "reserved": "reserve",
+    "scrap": "cancel", "scrapped": "cancel", "axe": "cancel", "cancelled": "cancel",
+    "arrived": "arrive", "arrival": "arrive", "discount": "sale", "promotion": "sale",
+    "markdown": "sale", "announcement": "announce", "broadcast": "announce", "ping": "page",
+    "buzz": "page", "costs": "price", "cost": "price", "delivered": "delivery",
+    "heating": "heat",
+}.items()}
 
 
 def _known_by(tool: Tool) -> set[str]:

@@ -208,6 +208,8 @@ _QUESTION_START = {"is", "are", "was", "were", "did", "does", "do", "has", "have
 def is_question(text: str) -> bool:
     """A question asks about state ("is the hall light on?"); it must never set it.
     Polite commands ("can you turn on ...") are not questions."""
+    # "Page Maria: can you cover the desk?": the question is the message, not the request
+    text = re.split(r"(?<!\d):\s|[\"“]", text, maxsplit=1)[0]
     toks = words(text)
     if not toks:
         return False
