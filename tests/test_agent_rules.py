@@ -536,3 +536,30 @@ def test_british_half_nine_and_an_unsaid_direction() -> None:
     quantity = knowledge.of(TOOLS["bakery.record_stock"]).params["quantity"]
     assert direction_unsaid("anna wants six cinnamon buns", quantity)
     assert not direction_unsaid("we sold six cinnamon buns", quantity)
+
+
+@pytest.mark.parametrize(("tool", "params", "text", "expected"), [
+    ("vet.book_visit", "owner,pet",
+     "okay so book uh biscuit in four a vaccination with nurse kim owner is priya raman",
+     {"owner": "priya raman", "pet": "biscuit"}),
+    ("vet.book_visit", "owner,pet", "Can you book Aiko Tanaka's cat Miso in with Dr Moreau",
+     {"owner": "Aiko Tanaka"}),
+    ("library.lend_book", "member,title", "uh lend sapiens four david kim for 1 week",
+     {"member": "david kim", "title": "sapiens"}),
+    ("library.lend_book", "member,title", "Marta Kowalski is borrowing Wolf Hall",
+     {"member": "Marta Kowalski", "title": "Wolf Hall"}),
+])
+def test_names_after_the_verb_a_possessive_or_a_misheard_for(tool: str, params: str,
+                                                              text: str, expected: dict) -> None:
+    t = TOOLS[tool]
+    got = freetext.assign(text, t, params.split(","), fill(text, t))
+    assert {k: got.get(k) for k in expected} == expected
+
+
+def test_a_message_tool_never_texts_someone_it_cannot_reach() -> None:
+    screen = TOOLS["vet.set_reception_screen"]
+    text = "Text Mrs Hughes a reminder about Bonnie's appointment on Friday."
+    assert isinstance(freetext.fill_texts(text, screen, ["message"], {}), str)
+    ok = "Screen message: Card payments only today."
+    assert freetext.fill_texts(ok, screen, ["message"], {}) == \
+        {"message": "Card payments only today"}

@@ -90,6 +90,9 @@ def span(text: str, tool: Tool, param: str, found: dict[str, Any]) -> str | None
         # "cinnamon buns this morning": when it happened is not part of the thing
         value = _WHEN_TAIL.sub("", value).strip() or value
         value = re.sub(r"(?:\s+(?:in|out|off|up|down|away))+$", "", value) or value
+        first, _, rest = value.partition(" ")
+        if rest and _doing(first.lower()):
+            value = rest  # "borrowing Wolf Hall": the verb that carried it
         if m := _CONTAINER.match(value):
             value = m.group(1)  # "tubes of toothpaste": toothpaste
     if value and (m := re.match(r"^(.+?)'s\s+(\w+)$", value)) and \
@@ -141,21 +144,27 @@ def _name_of(text: str, tool: Tool, param: str, found: dict[str, Any]) -> str | 
     said = _LEAD_IN.sub("", text.strip())
     name = _after_role(said, tool, param, found)
     if name is None:
-        toks = said.split()
-        i = 0
-        while i < len(toks) and _key(toks[i]) in _LEAD_WORDS | {"can", "could", "you",
-                                                                  "would", "will"}:
-            i += 1
-        if i < len(toks) and _verb_like(_key(toks[i]), tool):
-            i += 1
-            while i < len(toks) and _key(toks[i]) in _PARTICLES | _ARTICLES:
-                i += 1
-            name = _name_run(toks, i)
+        name = _after_verb(said, tool)
     if name is None or not plausible(tool, param, name, found):
         return None
     if set(slots.words(name)) & (frame_words(tool, param) | _BOOKINGS | _choice_words(tool)):
         return None  # "the appointment", "the nurse": not a name
     return name
+
+
+def _after_verb(said: str, tool: Tool) -> str | None:
+    """The name right after the command's verb and its particle ("check in Pumpkin")."""
+    toks = said.split()
+    i = 0
+    while i < len(toks) and _key(toks[i]) in _LEAD_WORDS | {"can", "could", "you", "would",
+                                                              "will"}:
+        i += 1
+    if i >= len(toks) or not _verb_like(_key(toks[i]), tool):
+        return None
+    i += 1
+    while i < len(toks) and _key(toks[i]) in _PARTICLES | _ARTICLES:
+        i += 1
+    return _name_run(toks, i)
 
 
 def _after_addressee(text: str, tool: Tool, param: str, found: dict[str, Any]) -> str | None:
@@ -273,6 +282,16 @@ def _without_frame(text: str, tool: Tool, param: str, found: dict[str, Any], *,
     # clause), else the longest
     shaped = [p for p in pieces if _shaped(p)] or pieces
     return max(shaped, key=lambda p: len(p.split()), default=None)
+
+
+def _doing(word: str) -> bool:
+    """An -ing form of a command verb ("borrowing", "taking"), never "baking soda"'s."""
+    if not word.endswith("ing") or len(word) < 6:
+        return False
+    stem = word[:-3]
+    verbs = _COMMANDS | _VERBISH | {"borrow", "return", "reserve", "lend", "want", "need"}
+    return stem in verbs or stem + "e" in verbs or (len(stem) > 2 and stem[-1] == stem[-2]
+                                                   and stem[:-1] in verbs)
 
 
 def _verb_like(word: str, tool: Tool) -> bool:
@@ -444,6 +463,11 @@ def assign(text: str, tool: Tool, params: list[str], found: dict[str, Any]) -> d
         who = _addressed(said) if verb in _PERSON_VERBS else None
         if who is None:
             who = _after_role(said, tool, p, {**found, **out})
+        if who is None and p in tool.parameters.get("required", []) and \
+                (after := _after_verb(said, tool)) and \
+                plausible(tool, p, after, {**found, **out}) and not set(
+                    slots.words(after)) & (_BOOKINGS | _choice_words(tool)):
+            who = after  # "book uh biscuit in ...": the one booked
         if who:
             out[p] = who
             said = _remove(said, who)
@@ -458,6 +482,9 @@ def assign(text: str, tool: Tool, params: list[str], found: dict[str, Any]) -> d
         q = _QUOTED.search(said)
         value = _quoted(q) if q else _without_frame(
             said, tool, p, {**found, **out}, verb_first=True, verbs=True)
+        if value and not q:
+            first, _, tail = value.partition(" ")
+            value = tail if tail and _doing(first.lower()) else value
         if value:
             out[p] = value
             said = _remove(said, value)
@@ -499,6 +526,13 @@ _SAYING_VERBS = {"say", "announce", "show", "display", "put", "write", "post", "
                  "update", "replace", "make", "jot", "type", "read", "broadcast"}
 
 
+def knowledge_address(tool: Tool) -> bool:
+    """The tool sends its message to someone (a person or a member of staff)."""
+    from . import knowledge
+
+    return bool(knowledge.address_leads(tool))
+
+
 def _framed(text: str, tool: Tool) -> bool:
     """A message is said as one: in quotes, after a colon or a marker ("saying", "that"),
     after the person addressed, or after a verb of saying or the tool's own verb."""
@@ -507,6 +541,10 @@ def _framed(text: str, tool: Tool) -> bool:
     if _QUOTED.search(text) or _COLON.search(text) or marked(text):
         return True
     lead = lead_word(text)
+    toks = _LEAD_IN.sub("", text.strip()).split()
+    if lead in _ADDRESS_VERBS and len(toks) > 1 and not knowledge_address(tool) and (
+            toks[1][:1].isupper() or _key(toks[1]) in _NAME_PARTICLES):
+        return False  # "Text Mrs Hughes a reminder": someone this tool cannot reach
     return lead in _SAYING_VERBS | _ADDRESS_VERBS or lead in tool_leads(tool)
 
 
@@ -586,7 +624,8 @@ def _after_role(said: str, tool: Tool, param: str, found: dict[str, Any]) -> str
             name = _name_run(toks, j, stop=stop)
             after = j + len(name.split()) if name else 0
             if k == "four" and name and after < len(keys) and not (
-                    keys[after].isdigit() or keys[after] in slots._UNITS):
+                    keys[after].isdigit() or keys[after] in slots._UNITS or
+                    keys[after] in _NAME_END or keys[after] in _CLAUSE):
                 continue  # "four loaves"; but "order four ahmed two baguettes": "for"
             if name is not None:
                 return name
@@ -664,7 +703,10 @@ def _remove(said: str, value: str) -> str:
     """``said`` without ``value``, a cut left where it stood (so that what was on either
     side never joins into one value)."""
     i = said.lower().find(value.lower())
-    return said if i < 0 else (said[:i] + " | " + said[i + len(value):]).strip()
+    if i < 0:
+        return said
+    before = re.sub(r"(?i)\b(?:four|fore)\s+$", "", said[:i])  # a misheard "for" goes too
+    return (before + " | " + said[i + len(value):]).strip()
 
 
 # -- is a value what its parameter holds? ---------------------------------------------------
@@ -703,6 +745,8 @@ def plausible(tool: Tool, param: str, value: str, others: dict[str, Any]) -> boo
         if len(words) > 4 or re.search(r"\d|[,:;!?]\s", value + " "):
             return False
         toks = [t.strip(".,'") for t in value.split()]
+        if toks and toks[0].lower() in _COMMANDS:
+            return False  # "book": the command, not who it is for
         if any(t.lower() in _CLAUSE and not t[:1].isupper()
                for t in toks if t.lower() not in _NAME_PARTICLES):
             return False
