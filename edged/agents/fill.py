@@ -235,8 +235,8 @@ _CHANGE = re.compile(r"\bnegative\b", re.I)
 _INCREASE = re.compile(
     r"\b(add|added|adding|plus|delivered|delivery|deliveries|arrived|came in|come in|got in|"
     r"received|receive|baked|bake|made|make|produced|bought|restock|restocked|stocked|"
-    r"in stock|to stock|into stock|put in|brought in|new batch|fresh batch|increase|more|"
-    r"extra|found|up by|topped up|top up|(?:we|we've|we have|just) got)\b|\bin\s*$", re.I)
+    r"in stock|to stock|into stock|put in|brought in|new batch|fresh batch|increase|"
+    r"found|up by|topped up|top up|(?:we|we've|we have|just) got)\b|\bin\s*$", re.I)
 _DECREASE = re.compile(
     r"\b(sold|sell|selling|used|use up|used up|took|take out|taken|removed?|lost|broke|broken|"
     r"threw away|thrown away|throw away|threw out|throw out|wasted|waste|went into|gone|"
@@ -424,7 +424,11 @@ def counts_things(words: list[str], q: Quantity) -> bool:
     """The number is followed by the thing it counts ("40 baguettes", "three loaves")."""
     if q.unit is not None or q.end >= len(words):
         return False
-    nxt = words[q.end]
+    at = q.end
+    while at + 1 < len(words) and words[at] in ("more", "extra", "new", "fresh", "big",
+                                                "small", "large"):
+        at += 1  # "30 more packs", "two large boxes"
+    nxt = words[at]
     return nxt.isalpha() and nxt not in _NOT_THINGS and nxt not in slots._UNITS and \
         nxt not in slots._TENS and units.said_unit(nxt) is None
 

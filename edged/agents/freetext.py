@@ -29,10 +29,10 @@ _CARRIERS = {"please", "can", "could", "would", "will", "you", "i", "me", "us", 
              "over", "by", "go", "do", "please,", "kindly", "be", "there's", "have", "has",
              "they", "he", "she", "they're", "he's", "she's", "under", "named", "called",
              "about", "regarding", "re", "as", "per", "after", "before", "behind", "aside",
-             "off", "let's", "lets"}
+             "off", "let's", "lets", "too"}
 _MARKER = re.compile(r"(?:^|\s)(saying|that says|which says|(?:to|two|too) say|that reads|"
                      r"(?:to|two|too) read|"
-                     r"reading|with the words|the words|telling (?:them|him|her|everyone)|"
+                     r"with the words|the words|telling (?:them|him|her|everyone)|"
                      r"that)\s+(?=\S)", re.I)
 # quoted words: double quotes hold anything; single ones must stand apart ("we'll")
 _QUOTED = re.compile(r"[\"“]([^\"”]{2,})[\"”]|"
@@ -79,6 +79,7 @@ _CONTAINER = re.compile(r"(?i)^(?:tubes?|box(?:es)?|bottles?|packs?|packets?|bag
                         r"sheets?|tins?|pots?|trays?)\s+of\s+(.+)$")
 _WHEN_TAIL = re.compile(
     r"(?:\s+(?:this|last|yesterday|tomorrow) (?:morning|afternoon|evening|night)|"
+    r"\s+(?:this|next) (?:week|weekend|month)|"
     r"\s+(?:today|tonight|yesterday|tomorrow|now|from now on|from today|right now|"
     r"each|apiece|please))+[\s.,!?]*$", re.I)
 
@@ -289,7 +290,8 @@ def _doing(word: str) -> bool:
     if not word.endswith("ing") or len(word) < 6:
         return False
     stem = word[:-3]
-    verbs = _COMMANDS | _VERBISH | {"borrow", "return", "reserve", "lend", "want", "need"}
+    verbs = {"borrow", "return", "reserve", "lend", "want", "need", "take", "get", "have",
+             "buy", "order", "bring", "keep", "put"}
     return stem in verbs or stem + "e" in verbs or (len(stem) > 2 and stem[-1] == stem[-2]
                                                    and stem[:-1] in verbs)
 
@@ -387,6 +389,8 @@ def _number_tokens(text: str, found: dict[str, Any], param: str, *,
 
     values = {abs(float(v)) for k, v in found.items() if k != param and
               isinstance(v, int | float) and not isinstance(v, bool)}
+    # a price said digit by digit ("six fifty") went in as 6.5
+    values |= {round(v * 100) for v in list(values) if v != int(v)}
     if not values:
         return set()
     # quantities() counts word tokens; map them onto whitespace tokens by position; a
@@ -434,8 +438,16 @@ def is_person(tool: Tool, param: str) -> bool:
     the guest's words" is not one."""
     doc = tool.param_docs.get(param, "").strip()
     head = re.match(r"(?i)(?:the |a |an )?([\w-]+)", doc)
+    named = re.match(r"(?i)(?:the |a |an )?([\w-]+)'s (?:full |first )?name\b", doc)
     return bool(_PERSON.search(param) or (head and _PERSON.fullmatch(head.group(1))) or
-                re.match(r"(?i)(?:the |a |an )?[\w-]+'s (?:full |first )?name\b", doc))
+                (named and named.group(1).lower() not in _THINGS and not _CATALOGUE.match(param)))
+
+
+# "The product's name" names a thing, not someone
+_THINGS = {"product", "item", "article", "dish", "drink", "ingredient", "book", "title", "song",
+           "track", "playlist", "file", "room", "zone", "device", "list", "place", "city",
+           "street", "shop", "store", "company", "brand", "tool", "part", "recipe", "model",
+           "sensor", "tank", "valve", "pump", "plant", "crop", "medicine", "drug"}
 
 
 def assign(text: str, tool: Tool, params: list[str], found: dict[str, Any]) -> dict[str, str]:
