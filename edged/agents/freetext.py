@@ -443,6 +443,14 @@ def is_person(tool: Tool, param: str) -> bool:
                 (named and named.group(1).lower() not in _THINGS and not _CATALOGUE.match(param)))
 
 
+def _names_thing(tool: Tool, param: str) -> bool:
+    """The parameter holds a thing's name: a catalogue word (item, product) or "The X's
+    name" for a thing."""
+    doc = tool.param_docs.get(param, "").strip()
+    named = re.match(r"(?i)(?:the |a |an )?([\w-]+)'s (?:full |first )?name\b", doc)
+    return bool(_CATALOGUE.match(param) or (named and named.group(1).lower() in _THINGS))
+
+
 # "The product's name" names a thing, not someone
 _THINGS = {"product", "item", "article", "dish", "drink", "ingredient", "book", "title", "song",
            "track", "playlist", "file", "room", "zone", "device", "list", "place", "city",
@@ -767,6 +775,10 @@ def plausible(tool: Tool, param: str, value: str, others: dict[str, Any]) -> boo
         return True
     if not _shaped(value):
         return False  # "Jones brought", "the gruffalo checked out or": a clause, cut wrong
+    if _names_thing(tool, param) and (
+            len(words) > 6 or re.search(r"[,:;!?]\s", value + " ") or
+            set(words[1:]) & {"to", "for", "from", "with", "at", "by", "until", "please"}):
+        return False  # a product is a few words: "hay fever tablets from the wholesaler" is not
     frame = frame_words(tool, param) | _CARRIERS
     return any(w not in frame and w not in _ARTICLES for w in words)
 
