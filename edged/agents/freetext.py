@@ -798,4 +798,4 @@ _COMMANDS = {"turn", "set", "put", "make", "switch", "take", "give", "send", "ad
              "close", "start", "stop", "discount", "knock", "keep", "hold", "issue", "loan",
              "sign", "print", "log", "note", "register", "schedule", "move"}
 _DANGLING = {"it", "them", "him", "her", "or", "and", "to", "for", "with", "from", "by", "of",
-             "the", "a", "an", "at", "on", "in", "but", "so"}
+             "the", "a", "an", "at", "on", "in", "but", "so", "saying", "says", "note"}

@@ -188,6 +188,11 @@ class Planner:
             args = self.complete_args(text, tool)
             if args is not None and self._says_all(text, tool, args):
                 hits.append((text, tool, args, ranking))
+        if len(hits) > 1:  # several fit: the one the request's verb leads to, if only one
+            lead = lead_word(text)
+            leads = getattr(self.index, "leads", {})
+            led = [h for h in hits if lead and lead in leads.get(h[1].name, ())]
+            hits = led
         return hits[0] if len(hits) == 1 else None
 
     def _measured(self, text: str, tool: Tool) -> bool:
