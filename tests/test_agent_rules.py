@@ -563,3 +563,20 @@ def test_a_message_tool_never_texts_someone_it_cannot_reach() -> None:
     ok = "Screen message: Card payments only today."
     assert freetext.fill_texts(ok, screen, ["message"], {}) == \
         {"message": "Card payments only today"}
+
+
+def test_names_messages_and_shapes_survive_hostile_requests() -> None:
+    """The name, message and shape rules over very long, punctuation-only, possessive-only
+    and filler-only requests: no exception, strings or a question."""
+    cases = [("vet.book_visit", ["owner", "pet"]), ("library.lend_book", ["member", "title"]),
+             ("vet.call_staff", ["message"]), ("pharmacy.start_promotion", ["product"])]
+    # (the agent hands the rules at most COMMAND_MAX_CHARS; these go well past it)
+    texts = ["for " * 500, "'s " * 600, "Mr " * 600, ": " * 900, "- " * 900,
+             "uh " * 600, "four " * 400 + "x", "\"" * 2000, "owner is " * 250,
+             "tell " * 400, "😀's 😀 " * 300, "A" * 5000]
+    for name, params in cases:
+        tool = TOOLS[name]
+        for text in texts:
+            got = freetext.fill_texts(text, tool, params, fill(text, tool))
+            assert isinstance(got, str) or all(isinstance(v, str) for v in got.values()), got
+            assert isinstance(freetext.assign(text, tool, params, {}), dict)

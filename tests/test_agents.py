@@ -295,3 +295,27 @@ async def test_escalation_hook_gets_what_the_local_pipeline_cannot_answer(tmp_pa
     assert far.escalated and far.text == "from the cloud"
     assert not near.escalated and near.tool_calls[0].tool == "home.set_light"
     assert seen == [("write a poem about the sea", "no_tool")]
+
+
+async def test_a_page_of_text_is_no_command_and_costs_no_rules_time(tmp_path):
+    """A request longer than a command (a hostile device's 60 KB of "for for for ...") is
+    answered at once without the rules reading it; a command-sized one is read."""
+    from edged.agents.selector import CentroidIndex
+    from edged.agents.tool_agent import COMMAND_MAX_CHARS, ToolAgent
+    from edged.config import AgentConfig
+    from edged.messages import Request
+    from edged.tools import registry
+    from edged.tools.acl import ACL
+    from edged.tools.runner import ToolRunner
+
+    async def embed(texts):
+        raise AssertionError("a page of text must not reach the embedder")
+
+    reg = registry.load([str(ROOT / "plugins")], entry_points=False)
+    runner = ToolRunner(reg, ACL([]), state_dir=tmp_path)
+    agent = ToolAgent("house", AgentConfig(tools=["home.*"]), runner=runner,
+                      index=CentroidIndex(embed), pool=None, model=None)
+    text = "for " * (16 * 1024)
+    assert len(text) > COMMAND_MAX_CHARS
+    reply = await agent.handle(Request(id="1", topic="t", device="d", text=text), None)
+    assert reply.tool_calls == [] and "too long for a command" in reply.text

@@ -48,6 +48,10 @@ _SMALL_TALK = [
 ]
 
 
+# Longer requests are not read by the rules (a talking tier or the cloud may answer them).
+COMMAND_MAX_CHARS = 600
+
+
 class ToolAgent:
     """An agent from ``[agents.<name>]`` that answers by calling tools."""
 
@@ -141,6 +145,15 @@ class ToolAgent:
             return self._reply(request, phrasing.render([call], self.tools), [call], 1.0)
         if not text:
             return self._reply(request, "Say what you would like me to do.", [], 0.0)
+        if len(text) > COMMAND_MAX_CHARS:
+            # the rules read a command, not a page: a long text would only cost seconds of
+            # CPU on the loop (a hostile device's easiest stall); a model that talks, or the
+            # cloud, may take it
+            if self.talks:
+                return await self._answer(request, ctx, [])
+            local = self._reply(request, "That is too long for a command; please say it in "
+                                         "a sentence.", [], 0.0)
+            return await self._maybe_escalate(request, ctx, local, "too_long", [])
         if self.memory is not None and (told := remember.told(
                 text, note_tool=any("note" in n for n in self.tools))) is not None:
             # a statement to remember (or a question about memory), never a command
