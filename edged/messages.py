@@ -30,6 +30,7 @@ class Envelope(msgspec.Struct, forbid_unknown_fields=False, kw_only=True, omit_d
     agent: str | None = None
     reply_to: str | None = None
     priority: int | None = None
+    stream: bool = False  # the answer's words to <reply topic>/partial as they come
 
 
 class Request(msgspec.Struct, kw_only=True):
@@ -47,6 +48,7 @@ class Request(msgspec.Struct, kw_only=True):
     priority: int = 5
     attempt: int = 1
     route_confidence: float | None = None  # the router's, when it classified the request
+    stream: bool = False  # the device asked for the words as they come
 
 
 class ToolCall(msgspec.Struct, kw_only=True):

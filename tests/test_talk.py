@@ -121,7 +121,8 @@ async def test_a_talking_answer_streams_its_words_as_they_come(
         p.subscribe("edged/out/+")
         p.subscribe("edged/out/+/partial")
         rid = "stream-1"
-        p.publish("edged/in/tablet", json.dumps({"id": rid, "text": "Tell me about cats."}))
+        p.publish("edged/in/tablet", json.dumps({"id": rid, "text": "Tell me about cats.",
+                                                 "stream": True}))
         [m] = await asyncio.to_thread(
             p.wait_count, 1, 120,
             lambda m: m.topic == "edged/out/tablet" and json.loads(m.payload).get("id") == rid)
@@ -132,3 +133,10 @@ async def test_a_talking_answer_streams_its_words_as_they_come(
         assert pieces and all(x["id"] == rid for x in pieces)
         assert [x["seq"] for x in pieces] == list(range(1, len(pieces) + 1))
         assert "".join(x["delta"] for x in pieces).strip() == reply["text"].strip()
+        # not asked for: nothing streamed
+        p.publish("edged/in/tablet", json.dumps({"id": "stream-2", "text": "And dogs?"}))
+        await asyncio.to_thread(
+            p.wait_count, 1, 120, lambda m: m.topic == "edged/out/tablet" and
+            json.loads(m.payload).get("id") == "stream-2")
+        assert not [x for x in p.messages if x.topic == "edged/out/tablet/partial"
+                    and json.loads(x.payload)["id"] == "stream-2"]

@@ -94,8 +94,8 @@ class Dispatcher:
         a device that wants them subscribes there; the final reply stays the durable one)."""
         live = self.live
         topic = meta.reply_topic
-        if live is None or not topic:
-            return None
+        if live is None or not topic or not req.stream:
+            return None  # only when asked for: streaming costs a tier-1 answer ~10%
         seq = 0
         correlation = meta.correlation
 
@@ -190,6 +190,7 @@ class Dispatcher:
             session=f"{row.meta.device}:{env.session}" if env and env.session else None,
             reply_topic=row.meta.reply_topic,
             correlation=row.meta.correlation, priority=row.priority, attempt=row.attempts,
+            stream=bool(env and env.stream),
         )
 
     async def choose_agent(self, text: str) -> tuple[str, float]:
