@@ -243,7 +243,8 @@ def _without_frame(text: str, tool: Tool, param: str, found: dict[str, Any], *,
     strong = _strong_words(tool, param)
     frame = _CARRIERS | frame_words(tool, param) | (_VERBISH if verbs else set())
     if marked_text:  # "... that the shop is closing now": the tool's words are the message's
-        frame = _CARRIERS - {"now", "right", "away", "there", "here", "this", "that", "up"}
+        frame = _CARRIERS - {"now", "right", "away", "there", "here", "this", "that", "up",
+                             "please"}  # "saying please keep dogs on leads": the sign's
     if not _MESSAGE.match(param):
         # the words another argument is described by ("half price" for a discount)
         frame |= {w for n, d in tool.param_docs.items() if n != param and n in found
