@@ -580,3 +580,26 @@ def test_names_messages_and_shapes_survive_hostile_requests() -> None:
             got = freetext.fill_texts(text, tool, params, fill(text, tool))
             assert isinstance(got, str) or all(isinstance(v, str) for v in got.values()), got
             assert isinstance(freetext.assign(text, tool, params, {}), dict)
+
+
+@pytest.mark.parametrize(("payload", "stream"), [
+    (b'{"text": "tell me about cats", "stream": true}', True),
+    (b'{"text": "tell me about cats"}', False),
+    (b"tell me about cats", False),
+])
+def test_a_request_asks_for_streaming_with_a_boolean(payload: bytes, stream: bool) -> None:
+    from edged.messages import parse
+
+    env, _ = parse(payload, max_bytes=1024)
+    assert bool(env and env.stream) is stream
+
+
+@pytest.mark.parametrize("payload", [b'{"text": "x", "stream": "yes"}',
+                                     b'{"text": "x", "stream": 1}',
+                                     b'{"text": "x", "stream": {"a": 1}}'])
+def test_a_broken_stream_field_is_a_clear_error(payload: bytes) -> None:
+    from edged.messages import BadRequest, parse
+
+    with pytest.raises(BadRequest) as e:
+        parse(payload, max_bytes=1024)
+    assert e.value.code == "bad_request" and "stream" in e.value.message
