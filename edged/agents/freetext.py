@@ -14,7 +14,7 @@ import re
 from typing import Any
 
 from ..tools.base import Tool
-from . import slots
+from . import knowledge, slots
 
 _ARTICLES = {"the", "a", "an", "some"}
 _PRONOUNS = {"we", "i", "you", "they", "he", "she", "it"}
@@ -50,8 +50,6 @@ _BOOKINGS = {"appointment", "visit", "booking", "reservation", "session", "slot"
 
 
 def _choice_words(tool: Tool) -> set[str]:
-    from . import knowledge
-
     return {w for p in knowledge.of(tool).params.values() for c in p.choices or ()
             for w in slots.words(str(c))}
 
@@ -91,9 +89,7 @@ def span(text: str, tool: Tool, param: str, found: dict[str, Any]) -> str | None
         # "cinnamon buns this morning": when it happened is not part of the thing
         value = _WHEN_TAIL.sub("", value).strip() or value
         value = re.sub(r"(?:\s+(?:in|out|off|up|down|away))+$", "", value) or value
-        first, _, rest = value.partition(" ")
-        if rest and _doing(first.lower()):
-            value = rest  # "borrowing Wolf Hall": the verb that carried it
+        value = _without_doing(value)  # "borrowing Wolf Hall": the verb that carried it
         if m := _CONTAINER.match(value):
             value = m.group(1)  # "tubes of toothpaste": toothpaste
     if value and (m := re.match(r"^(.+?)'s\s+(\w+)$", value)) and \
@@ -129,8 +125,8 @@ def _span(text: str, tool: Tool, param: str, found: dict[str, Any]) -> str | Non
     return _without_frame(text, tool, param, found)
 
 
-_ADDRESS_VERBS = {"tell", "ask", "let", "ping", "buzz", "call", "message", "page", "text",
-                  "radio", "get", "notify", "remind", "warn", "alert", "phone", "email"}
+# ... and, leading a message after its person, these too ("Get Dr Okoye to the desk")
+_ADDRESS_VERBS = knowledge.ADDRESS_VERBS | {"get", "remind", "warn", "alert", "email"}
 _MESSAGE_LEAD = re.compile(
     r"^(?:(?:uh|um|er|please|urgently|urgent|now|quickly|asap|know|that|saying|and|to|too)\b"
     r"[\s,:;-]*|(?:ask|tell|let) (?:him|her|them)(?: know| to| that)?\b[\s,:;-]*)+", re.I)
@@ -286,6 +282,12 @@ def _without_frame(text: str, tool: Tool, param: str, found: dict[str, Any], *,
     return max(shaped, key=lambda p: len(p.split()), default=None)
 
 
+def _without_doing(value: str) -> str:
+    """"borrowing Wolf Hall" -> "Wolf Hall": the verb that carried the thing goes."""
+    first, _, rest = value.partition(" ")
+    return rest if rest and _doing(first.lower()) else value
+
+
 def _doing(word: str) -> bool:
     """An -ing form of a command verb ("borrowing", "taking"), never "baking soda"'s."""
     if not word.endswith("ing") or len(word) < 6:
@@ -301,7 +303,6 @@ def _verb_like(word: str, tool: Tool) -> bool:
     """A first word that can be the command's verb: a known command verb or one the
     tool's examples start with ("Wolf Hall came back", "Sourdough on offer" start with
     the thing instead)."""
-    from . import knowledge
     from .selector import tool_leads
 
     return word in _COMMANDS or word in knowledge.VERBS or word in knowledge.ACTION_VERBS \
@@ -358,7 +359,7 @@ def _strong_words(tool: Tool, param: str) -> set[str]:
 
 def _time_tokens(text: str, found: dict[str, Any], param: str, tool: Tool) -> set[int]:
     """Indexes of the words that said another argument's time of day."""
-    from . import knowledge, timeofday
+    from . import timeofday
 
     info = knowledge.of(tool)
     if not any(p.time_of_day and n != param and n in found for n, p in info.params.items()):
@@ -420,7 +421,6 @@ _MESSAGE = re.compile(r"^(message|note|notes|text|comment|comments|body|content|
                       r"remark|details|instructions|reason)$", re.I)
 _PERSON_VERBS = {"tell", "page", "message", "let", "ask", "call", "text", "email", "notify",
                  "remind", "ping", "buzz", "phone", "warn", "inform", "alert", "get"}
-_ROLE = re.compile(r"(?:^|\s)(to|for|from)\s+", re.I)
 _TO_MESSAGE = re.compile(r"(?:(?:^|\s|,)(?:saying|that says|to say|and say|and tell (?:him|her|"
                          r"them)|that)|:)\s+", re.I)
 # words that start a clause, not a name ("wants to take Atomic Habits home")
@@ -504,8 +504,7 @@ def assign(text: str, tool: Tool, params: list[str], found: dict[str, Any]) -> d
         value = _quoted(q) if q else _without_frame(
             said, tool, p, {**found, **out}, verb_first=True, verbs=True)
         if value and not q:
-            first, _, tail = value.partition(" ")
-            value = tail if tail and _doing(first.lower()) else value
+            value = _without_doing(value)
         if value:
             out[p] = value
             said = _remove(said, value)
@@ -547,13 +546,6 @@ _SAYING_VERBS = {"say", "announce", "show", "display", "put", "write", "post", "
                  "update", "replace", "make", "jot", "type", "read", "broadcast"}
 
 
-def knowledge_address(tool: Tool) -> bool:
-    """The tool sends its message to someone (a person or a member of staff)."""
-    from . import knowledge
-
-    return bool(knowledge.address_leads(tool))
-
-
 def _framed(text: str, tool: Tool) -> bool:
     """A message is said as one: in quotes, after a colon or a marker ("saying", "that"),
     after the person addressed, or after a verb of saying or the tool's own verb."""
@@ -563,7 +555,7 @@ def _framed(text: str, tool: Tool) -> bool:
         return True
     lead = lead_word(text)
     toks = _LEAD_IN.sub("", text.strip()).split()
-    if lead in _ADDRESS_VERBS and len(toks) > 1 and not knowledge_address(tool) and (
+    if lead in _ADDRESS_VERBS and len(toks) > 1 and not knowledge.address_leads(tool) and (
             toks[1][:1].isupper() or _key(toks[1]) in _NAME_PARTICLES):
         return False  # "Text Mrs Hughes a reminder": someone this tool cannot reach
     return lead in _SAYING_VERBS | _ADDRESS_VERBS or lead in tool_leads(tool)
@@ -572,8 +564,6 @@ def _framed(text: str, tool: Tool) -> bool:
 def _without_flags(message: str, tool: Tool, known: dict[str, Any]) -> str:
     """A message less the clause that said a yes/no argument ("it's an emergency, water is
     leaking" -> "water is leaking" when the page was made urgent by those words)."""
-    from . import knowledge
-
     flags = {w for n, p in knowledge.of(tool).params.items() if p.kind == "boolean" and
              n in known for phrase in p.true_words | p.false_words for w in phrase.split()}
     flags -= {"yes", "no", "on", "off", "with", "a", "an"}

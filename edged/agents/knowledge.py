@@ -339,5 +339,9 @@ def address_leads(tool: Tool) -> set[str]:
         return set()
     if not any(_ADDRESSES.search(n) for n in names):
         return set()
-    return {"tell", "ask", "let", "ping", "buzz", "call", "message", "page", "text", "radio",
-            "notify", "phone"}
+    return set(ADDRESS_VERBS)
+
+
+# verbs that address someone ("tell Tom ...", "ping nurse kim ...")
+ADDRESS_VERBS = frozenset({"tell", "ask", "let", "ping", "buzz", "call", "message", "page",
+                           "text", "radio", "notify", "phone"})

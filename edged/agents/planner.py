@@ -165,6 +165,7 @@ class Planner:
         """The one candidate above ``floor`` that the request names and whose every
         required argument it says (by rule, free text included); None unless exactly one."""
         question = slots.is_question(text)
+        said = _said_stems(text)
         hits: list[Step] = []
         for c in ranking.choices[:4]:
             if c.score < floor:
@@ -179,7 +180,7 @@ class Planner:
                 continue  # nothing said confirms a tool without arguments
             if any(knowledge.of(tool).params[r].kind == "string" and r in
                    knowledge.of(tool).params for r in required) and \
-                    not self._own_words()[tool.name] & _said_stems(text) and \
+                    not self._own_words()[tool.name] & said and \
                     not self._measured(text, tool) and \
                     not (question and self._only_lookup(tool, ranking)):
                 # free text fits any request: the tool must be named by its own word, by a
@@ -316,7 +317,7 @@ class Planner:
         said = {_stem(w) for w in slots.words(fill.mend(text))}
         if ({_stem(w) for w in _vocabulary(tool) - _COMMON_VERBS} - self._domain_words()) & said:
             return True
-        if self._own_words().get(tool.name, set()) & _said_stems(text):
+        if self._own_words().get(tool.name, set()) & _with_synonyms(said):
             return True  # a word only this tool is known by ("check" for a check-in)
         info = knowledge.of(tool)
         found = self.filled(text, tool)
