@@ -603,3 +603,59 @@ def test_a_broken_stream_field_is_a_clear_error(payload: bytes) -> None:
     with pytest.raises(BadRequest) as e:
         parse(payload, max_bytes=1024)
     assert e.value.code == "bad_request" and "stream" in e.value.message
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Customer's on the line, account number is 55 18 09", ["551809"]),  # groups read out
+    ("look up order number three three one four four oh two", ["3314402"]),
+    ("the long line test on eight eight oh for one six", ["880416"]),  # "for": a four
+    ("What's the status of order SO-44817?", ["SO-44817"]),
+    ("Put ticket #3301 on hold", ["3301"]),
+    # quantities, prices, times and dates are no identifiers
+    ("Log a payment from Niamh Kelly: 300 euro, bank transfer.", []),
+    ("Refund 12.50 to the card, 15 minutes from now, at 08:45 on the 14th, by 2pm", []),
+    ("three apples and two pears", []),  # fewer than three digits said
+])
+def test_identifiers_said_written_grouped_or_digit_by_digit(text: str, expected: list) -> None:
+    from edged.agents import codes
+
+    assert [c.value for c in codes.find(text)] == expected
+
+
+@pytest.mark.parametrize(("tool", "text", "expected"), [
+    # an account number is the identifier said, and its digits are no amount
+    ("helpdesk.issue_credit", "Credit account 402138 €20 for the outage",
+     {"account": "402138", "amount": 20}),
+    ("helpdesk.lookup", "can you bring up account nine one two zero zero seven",
+     {"number": "912007"}),
+    # "order 7731906" beside "for me": never "you find"
+    ("helpdesk.lookup", "Can you find order 7731906 for me?",
+     {"number": "7731906", "kind": "order"}),
+    # a choice holding a number, said in words; a choice named by its last word alone
+    ("gym.set_court_lights", "turn off the lights on court three",
+     {"area": "court 3", "lit": False}),  # a bare "on" after the verb is a preposition
+    ("gym.set_court_lights", "Darken court two.", {"area": "court 2", "lit": False}),
+    ("gym.set_court_lights", "the hall is pitch dark can you put the lights on",
+     {"area": "sports hall", "lit": True}),
+    # "lights" names the thing here, it does not switch them on
+    ("gym.set_court_lights", "Kill the sports hall lights, the five-a-side lot have gone home",
+     {"area": "sports hall", "lit": False}),
+    # a price said as two pairs of digits
+    ("pharmacy.set_shelf_price", "lip balm is forty nine ninety nine now",
+     {"price": 49.99}),
+])
+def test_identifiers_choices_and_prices_said_in_words(tool: str, text: str,
+                                                      expected: dict) -> None:
+    got = fill(text, TOOLS[tool])
+    assert {k: got.get(k) for k in expected} == expected, got
+
+
+def test_an_identifier_never_comes_from_other_words() -> None:
+    """No account number said: the account is asked for, not filled with a name."""
+    from edged.agents.arguments import Arguments
+
+    tools = {n: t for n, t in TOOLS.items() if n.startswith("helpdesk.")}
+    args = Arguments(tools, pool=None, model=None)
+    tool = TOOLS["helpdesk.restart_router"]
+    assert "account" not in fill("Restart the router for Mrs Kowalski", tool)
+    assert args.complete_args("Restart the router for Mrs Kowalski", tool) is None

@@ -85,7 +85,7 @@ class Arguments:
         missing = [r for r in tool.parameters.get("required", []) if r not in known]
         info = knowledge.of(tool).params
         texts = [m for m in missing if info[m].kind == "string" and not info[m].choices
-                 and not info[m].time_of_day]
+                 and not info[m].time_of_day and not info[m].code]
         if len(texts) != len(missing) or not set(missing) <= set(props):
             return None
         found = freetext.fill_texts(text, tool, texts, known)
@@ -145,6 +145,8 @@ class Arguments:
                     return f"Which {m} do you mean?" + (f" ({what})" if what else "")
                 properties[m] = {"enum": [int(n) if kind == "integer" else n
                                           for n in said]}
+            elif kind == "string" and (p := knowledge.of(tool).params.get(m)) and p.code:
+                return f"Which {m} do you mean?"  # no identifier said: never a span of words
             elif kind == "string":
                 properties[m] = {"enum": spans} if spans else {"type": "string",
                                                                 "maxLength": 60}

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..tools.base import Tool
-from . import knowledge, slots, timeofday, units
+from . import codes, knowledge, slots, timeofday, units
 from .knowledge import FRACTIONS, Param
 
 _FILLERS = re.compile(r"\b(?:um+|uh+|uhm+|erm+|hmm+|er)\b[,.]?\s*", re.I)
@@ -129,6 +129,8 @@ _TEEN = {w: n for w, n in slots._UNITS.items() if 10 <= n <= 19}
 def _digits_said(toks: list[str], i: int) -> tuple[float, int, float] | None:
     """Numbers said digit by digit, as rooms and flights are: "two oh six" -> 206, "three
     twelve" -> 312, "one twenty five" -> 125; with the plain reading as the alternative."""
+    if i + 1 < len(toks) and (toks[i] in _TEEN or toks[i] in slots._TENS):
+        return _pairs_said(toks, i)
     if toks[i] not in _DIGIT or i + 1 >= len(toks):
         return None
     head, nxt = _DIGIT[toks[i]], toks[i + 1]
@@ -142,6 +144,27 @@ def _digits_said(toks: list[str], i: int) -> tuple[float, int, float] | None:
         if j < len(toks) and toks[j] in _DIGIT:
             tens, j = tens + _DIGIT[toks[j]], j + 1
         return head * 100 + tens, j, float(head + tens)
+    return None
+
+
+def _pairs_said(toks: list[str], i: int) -> tuple[float, int, float] | None:
+    """Two two-digit numbers said one after the other, as prices and years are: "forty
+    nine ninety nine" -> 4999, "twelve fifty" -> 1250 (the plain sum as the alternative)."""
+    if toks[i] in _TEEN:
+        head, j = _TEEN[toks[i]], i + 1
+    else:
+        head, j = slots._TENS[toks[i]], i + 1
+        if j < len(toks) and toks[j] in _DIGIT:
+            head, j = head + _DIGIT[toks[j]], j + 1
+    if j >= len(toks):
+        return None
+    if toks[j] in _TEEN:
+        return head * 100 + _TEEN[toks[j]], j + 1, float(head + _TEEN[toks[j]])
+    if toks[j] in slots._TENS:
+        tail, k = slots._TENS[toks[j]], j + 1
+        if k < len(toks) and toks[k] in _DIGIT:
+            tail, k = tail + _DIGIT[toks[k]], k + 1
+        return head * 100 + tail, k, float(head + tail)
     return None
 
 
@@ -179,6 +202,12 @@ def fill(text: str, tool: Tool) -> dict[str, Any]:
     for p in info.params.values():  # numbers are matched below, with their units
         if p.kind in ("integer", "number"):
             out.pop(p.name, None)
+    for p in info.params.values():
+        if p.code:  # "account 55 18 09": the identifier, and its digits are no quantity
+            out.pop(p.name, None)
+            if (c := codes.pick(codes.find(said), said, p.name, p.description)) is not None:
+                out[p.name] = c.value
+                said = said[:c.start] + " " * (c.end - c.start) + said[c.end:]
     question = slots.is_question(said)
     for p in info.params.values():
         if p.kind == "boolean" and not question:
@@ -211,6 +240,9 @@ def fill(text: str, tool: Tool) -> dict[str, Any]:
                 isinstance(out.get(n.name), int | float) for n in numeric) and \
                 (c := _count_choice(said, p)) is not None:
             out[p.name] = c  # "we sold a dozen croissants": pieces
+        elif p.choices and p.required and p.name not in out and \
+                (c := _head_word_choice(said, p)) is not None:
+            out[p.name] = c  # "the hall is dark": the one choice ending in "hall"
         if p.clears and p.name not in out and _CLEAR.match(_LEAD_IN.sub("", said.lower())):
             out[p.name] = ""  # "clear the display": its empty value
     for p in info.params.values():
@@ -271,6 +303,21 @@ def _unit_choice(said: str, p: Param) -> str | None:
     return None
 
 
+def _head_word_choice(said: str, p: Param) -> str | None:
+    """A required choice of several words named by its last word alone, when no other
+    choice has that word ("the hall" -> "sports hall"; "court" names none of three courts)."""
+    choices = [str(c) for c in p.choices or ()]
+    words_of = {c: slots.words(c) for c in choices}
+    said_words = set(slots.words(said))
+    hits = []
+    for c, ws in words_of.items():
+        head = ws[-1] if len(ws) > 1 else None
+        if head and len(head) > 3 and head in said_words and not any(
+                head in o for d, o in words_of.items() if d != c):
+            hits.append(c)
+    return hits[0] if len(hits) == 1 else None
+
+
 # optional free-text parameters that hold what the request adds ("..., they need pillows")
 _NOTE_NAMES = {"note", "notes", "message", "comment", "comments", "details", "detail",
                "description", "reason", "instructions", "memo", "remark", "remarks"}
@@ -321,6 +368,9 @@ def _has(text: str, phrase: str) -> list[int]:
 _LEAD_IN = slots.LEAD_IN
 
 
+_CORRECTION = re.compile(r"\b(?:no|actually|sorry|wait|i mean|rather|instead)\b")
+
+
 def polarity(text: str, p: Param, nouns: frozenset[str] = frozenset()) -> bool | None:
     """True or False from the last verb that decides it ("turn it off, no, on": on);
     a negation within five words before flips it ("don't stop the pump"). A word that also
@@ -331,8 +381,9 @@ def polarity(text: str, p: Param, nouns: frozenset[str] = frozenset()) -> bool |
     for words, meaning in ((p.true_words, True), (p.false_words, False)):
         for w in words:
             for pos in _has(low, w):
-                if w in nouns and pos != verb_at:
-                    continue
+                said_word = low[pos:].split(" ", 1)[0]
+                if (w in nouns or said_word in nouns) and pos != verb_at:
+                    continue  # "kill the hall lights": "lights" names the thing here
                 hits.append((pos, -len(w), meaning, w))
     if not hits:
         return None
@@ -344,6 +395,12 @@ def polarity(text: str, p: Param, nouns: frozenset[str] = frozenset()) -> bool |
             continue  # the same place, or inside the previous phrase ("fire up": not "up")
         chosen.append(h)
     pos, _, meaning, phrase = chosen[-1]
+    if phrase in ("on", "off") and len(chosen) > 1 and chosen[0][0] == verb_at and \
+            low[verb_at:].split(" ", 1)[0] not in nouns and \
+            not _CORRECTION.search(low[verb_at:pos]):
+        # "turn off the lights on court three": a bare "on" after the command's own verb
+        # is a preposition, unless the user corrects themselves ("off, no, on")
+        pos, _, meaning, phrase = chosen[0]
     before = low[:pos].split()[-5:]
     if (any(w in slots._NEGATION for w in before) or "without" in before[-2:]) and \
             phrase.split()[0] not in slots._NEGATION:

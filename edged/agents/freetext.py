@@ -256,7 +256,7 @@ def _without_frame(text: str, tool: Tool, param: str, found: dict[str, Any], *,
     toks = text.split()
     keys = [_key(t) for t in toks]
     cut = _number_tokens(text, found, param, units_too=not marked_text) | \
-        _time_tokens(text, found, param, tool)
+        _time_tokens(text, found, param, tool) | _code_tokens(text, found, param, tool)
     if marked_text:
         strong = set()  # "to say the library closes at 1pm": the tool's words are the message's
     cut |= {i for i, k in enumerate(keys) if k in strong or k in other or toks[i] == "|"}
@@ -375,6 +375,24 @@ def _time_tokens(text: str, found: dict[str, Any], param: str, tool: Tool) -> se
         if at < t.end and end > t.start:
             hits.add(ti)
         if t.day and _key(tok) == t.day:
+            hits.add(ti)
+        pos = end
+    return hits
+
+
+def _code_tokens(text: str, found: dict[str, Any], param: str, tool: Tool) -> set[int]:
+    """Indexes of the words that said another argument's identifier ("four four seven zero
+    one two")."""
+    from . import codes
+
+    info = knowledge.of(tool).params
+    values = {str(v) for n, v in found.items() if n != param and n in info and info[n].code}
+    spans = [(c.start, c.end) for c in codes.find(text) if c.value in values]
+    hits, pos = set(), 0
+    for ti, tok in enumerate(text.split()):
+        at = text.find(tok, pos)
+        end = at + len(tok)
+        if any(at < e and end > s for s, e in spans):
             hits.add(ti)
         pos = end
     return hits

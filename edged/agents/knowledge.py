@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..tools.base import Tool
-from . import timeofday, units
+from . import codes, timeofday, units
 
 # Groups of verbs and states that mean True / False for one kind of yes/no. A parameter's
 # description (or name) picks its group; the group gives it the words people use.
@@ -43,7 +43,8 @@ POLARITY: dict[str, tuple[frozenset[str], frozenset[str]]] = {
                           "light", "lights", "lit", "light up", "illuminate", "activate",
                           "allow"}),
                frozenset({"disable", "disables", "disabled", "off", "turn off", "switch off",
-                          "kill", "deactivate", "block", "unlit", "dark"})),
+                          "kill", "deactivate", "block", "unlit", "dark", "darken",
+                          "black out"})),
     "mute": (frozenset({"mute", "muted", "silence", "silent", "quiet", "hush"}),
              frozenset({"unmute", "unmuted"})),
     "urgent": (frozenset({"urgent", "urgently", "emergency", "asap", "immediately",
@@ -104,6 +105,7 @@ class Param:
     currency: bool = False  # a price: "two ninety nine" is 2.99, "50 cents" 0.5
     signed: bool = False  # may be negative: "sold three" is -3
     clears: bool = False  # a string whose empty value clears something ("clear the sign")
+    code: bool = False  # a string that holds an identifier ("account number", "order ID")
 
     @property
     def ranged(self) -> bool:
@@ -167,6 +169,7 @@ def _param(name: str, prop: dict[str, Any], tool: Tool) -> Param:
         re.search(r"\b(clear|clears|remove|removes|blank|nothing|off)\b", doc, re.I))
     return Param(name, kind, doc, required, choices=tuple(choices) if choices else None,
                  time_of_day=is_time, day_first=day_first, clears=clears,
+                 code=not is_time and codes.is_code(name, doc, kind, choices),
                  padded=timeofday.padded(prop, doc))
 
 

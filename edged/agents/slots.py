@@ -158,7 +158,12 @@ def match_choice(text: str, choices: list[str], aliases: dict[str, str] | None =
                  *, fuzzy_cutoff: float = 0.84) -> str | None:
     """The choice (enum value) the text names: by value or alias, exact words first (the
     longest phrase wins: "living room" over "room"), then a close spelling."""
-    norm = " " + " ".join(_titles(words(text))) + " "
+    toks = _titles(words(text))
+    if any(ch.isdigit() for c in choices for ch in str(c)):
+        # "court three" names the choice "court 3"
+        toks = [str(_UNITS[t]) if t in _UNITS and t not in ("a", "an", "oh") else t
+                for t in toks]
+    norm = " " + " ".join(toks) + " "
     phrases: list[tuple[str, str]] = [(c, c) for c in choices]
     phrases += [(a, v) for a, v in (aliases or {}).items() if v in choices]
     best: tuple[int, str] | None = None

@@ -1,0 +1,109 @@
+"""Identifiers said in a request: account, order, ticket and serial numbers.
+
+A string parameter described as a number, code, reference or ID holds what was written
+("402138", "SO-44817", "#3301"), grouped ("55 18 09") or said digit by digit ("three three
+one four four oh two", "eight eight oh for one six"); never the words around it, and never a
+name: when no identifier was said, the parameter is asked for (a wrong account is worse
+than a question).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from . import units
+
+# a string parameter that holds an identifier ("The customer's account number")
+_CODE_PARAM = re.compile(r"\b(?:number|id|identifier|code|reference|ref|serial|sku|barcode|"
+                         r"registration|postcode|zip|pin|tracking)\b", re.I)
+_DIGIT_WORDS = {"zero": "0", "oh": "0", "o": "0", "one": "1", "two": "2", "three": "3",
+                "four": "4", "five": "5", "six": "6", "seven": "7", "eight": "8",
+                "nine": "9"}
+# in a run of spelled digits, the recogniser's homophones ("oh for one six")
+_SLIPS = {"for": "4", "to": "2", "too": "2", "won": "1", "ate": "8"}
+_WRITTEN = re.compile(r"(?<![\w€$£.,:/-])#?([A-Za-z]{0,4}[-/]?\d[\dA-Za-z-]*)"
+                      r"(?![\w%€$£]|[.,:]\d)")
+_NOT_CODE = re.compile(r"^\d+(?:am|pm|st|nd|rd|th|h|k|m|s|x)$", re.I)
+_AFTER_QUANTITY = {"am", "pm", "o'clock", "percent", "%", "euro", "euros", "dollar", "dollars",
+                   "cent", "cents", "pound", "pounds", "quid", "bucks", "pence"}
+_TOKEN = re.compile(r"[\w'#€$£%.:/-]+")
+
+
+@dataclass(frozen=True)
+class Code:
+    value: str
+    start: int  # character span in the text searched
+    end: int
+
+
+def is_code(name: str, doc: str, kind: str, choices: object) -> bool:
+    """The parameter holds an identifier, not a name or a sentence."""
+    said = f"{name.replace('_', ' ')} {doc}"
+    return kind == "string" and not choices and bool(_CODE_PARAM.search(said)) and \
+        not re.search(r"\bnames?\b|\bwho\b", said, re.I)
+
+
+def find(text: str) -> list[Code]:
+    """Every identifier said, in order: written ones (three digits or more, or letters with
+    digits; grouped digits joined) and runs of three or more spelled digits."""
+    out: list[Code] = []
+    toks = [(m.group(0), m.start(), m.end()) for m in _TOKEN.finditer(text)]
+    i = 0
+    while i < len(toks):
+        tok, start, end = toks[i]
+        bare = tok.rstrip(".,:;!?")
+        if re.fullmatch(r"\d{2,4}", bare):  # "55 18 09": groups read out
+            j, parts = i, []
+            while j < len(toks) and re.fullmatch(r"\d{2,4}", toks[j][0].rstrip(".,:;!?")):
+                parts.append(toks[j][0].rstrip(".,:;!?"))
+                j += 1
+            if len(parts) > 1 and sum(map(len, parts)) >= 5 and not _unit_after(toks, j):
+                out.append(Code("".join(parts), start, toks[j - 1][2]))
+                i = j
+                continue
+        low = bare.lower()
+        if low in _DIGIT_WORDS:
+            j, digits = i, []
+            while j < len(toks):
+                w = toks[j][0].rstrip(".,:;!?").lower()
+                if w in _DIGIT_WORDS or (w in _SLIPS and digits and j + 1 < len(toks) and
+                                         toks[j + 1][0].lower().rstrip(".,") in _DIGIT_WORDS):
+                    digits.append(_DIGIT_WORDS.get(w) or _SLIPS[w])
+                    j += 1
+                    if toks[j - 1][0][-1:] in ",.;:!?":
+                        break
+                    continue
+                break
+            if len(digits) >= 3 and not _unit_after(toks, j):
+                out.append(Code("".join(digits), start, toks[j - 1][2]))
+                i = j
+                continue
+        m = _WRITTEN.fullmatch(tok.rstrip(".,:;!?)"))
+        if m and not _NOT_CODE.match(m.group(1)) and not _unit_after(toks, i + 1):
+            value = m.group(1).rstrip("-")
+            digits = sum(c.isdigit() for c in value)
+            if digits >= 3 or (digits and any(c.isalpha() for c in value)):
+                out.append(Code(value, start, start + len(tok.rstrip(".,:;!?)"))))
+        i += 1
+    return out
+
+
+def _unit_after(toks: list[tuple[str, int, int]], j: int) -> bool:
+    """The number is a quantity: a unit follows it ("300 euro", "15 minutes")."""
+    if j >= len(toks):
+        return False
+    nxt = toks[j][0].lower().rstrip(".,:;!?")
+    return nxt in _AFTER_QUANTITY or units.said_unit(nxt) is not None
+
+
+def pick(codes: list[Code], text: str, param: str, doc: str) -> Code | None:
+    """The identifier for ``param``: the only one said, else the one said right after the
+    parameter's own words ("order 8120455"), else None (asked, never guessed)."""
+    if len(codes) == 1:
+        return codes[0]
+    keys = {w for w in re.findall(r"[a-z]+", f"{param.replace('_', ' ')} {doc}".lower())
+            if len(w) > 2}
+    near = [c for c in codes
+            if set(re.findall(r"[a-z]+", text[max(0, c.start - 20):c.start].lower())) & keys]
+    return near[0] if len(near) == 1 else None
