@@ -54,7 +54,8 @@ def find(text: str) -> list[Code]:
         tok, start, end = toks[i]
         bare = tok.rstrip(".,:;!?")
         if re.fullmatch(r"\d{2,4}", bare):  # "55 18 09": groups read out
-            j, parts = i, []
+            j = i
+            parts: list[str] = []
             while j < len(toks) and re.fullmatch(r"\d{2,4}", toks[j][0].rstrip(".,:;!?")):
                 parts.append(toks[j][0].rstrip(".,:;!?"))
                 j += 1
@@ -64,7 +65,8 @@ def find(text: str) -> list[Code]:
                 continue
         low = bare.lower()
         if low in _DIGIT_WORDS:
-            j, digits = i, []
+            j = i
+            digits: list[str] = []
             while j < len(toks):
                 w = toks[j][0].rstrip(".,:;!?").lower()
                 if w in _DIGIT_WORDS or (w in _SLIPS and digits and j + 1 < len(toks) and
@@ -82,8 +84,8 @@ def find(text: str) -> list[Code]:
         m = _WRITTEN.fullmatch(tok.rstrip(".,:;!?)"))
         if m and not _NOT_CODE.match(m.group(1)) and not _unit_after(toks, i + 1):
             value = m.group(1).rstrip("-")
-            digits = sum(c.isdigit() for c in value)
-            if digits >= 3 or (digits and any(c.isalpha() for c in value)):
+            n_digits = sum(c.isdigit() for c in value)
+            if n_digits >= 3 or (n_digits and any(c.isalpha() for c in value)):
                 out.append(Code(value, start, start + len(tok.rstrip(".,:;!?)"))))
         i += 1
     return out

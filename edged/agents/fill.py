@@ -205,9 +205,10 @@ def fill(text: str, tool: Tool) -> dict[str, Any]:
     for p in info.params.values():
         if p.code:  # "account 55 18 09": the identifier, and its digits are no quantity
             out.pop(p.name, None)
-            if (c := codes.pick(codes.find(said), said, p.name, p.description)) is not None:
-                out[p.name] = c.value
-                said = said[:c.start] + " " * (c.end - c.start) + said[c.end:]
+            code = codes.pick(codes.find(said), said, p.name, p.description)
+            if code is not None:
+                out[p.name] = code.value
+                said = said[:code.start] + " " * (code.end - code.start) + said[code.end:]
     question = slots.is_question(said)
     for p in info.params.values():
         if p.kind == "boolean" and not question:
