@@ -659,3 +659,31 @@ def test_an_identifier_never_comes_from_other_words() -> None:
     tool = TOOLS["helpdesk.restart_router"]
     assert "account" not in fill("Restart the router for Mrs Kowalski", tool)
     assert args.complete_args("Restart the router for Mrs Kowalski", tool) is None
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Book an engineer for account 402138 on Thursday morning", "Thursday morning"),
+    ("Send a technician to 730914 tomorrow at 10am, block two hours", "tomorrow at 10am"),
+    ("needs someone out on the 14th of March at 2pm, it's a big job", "14th of March at 2pm"),
+    ("the customer wants a technician saturday at nine account number 313370",
+     "saturday at nine"),
+    ("book a tech visit for 552081 next monday after noon", "next monday afternoon"),
+])
+def test_a_when_in_the_users_words(text: str, expected: str) -> None:
+    """A string described as "When the customer wants the visit" holds the words that say
+    when; the hours said there are no duration."""
+    got = fill(text, TOOLS["helpdesk.book_technician"])
+    assert got["slot"] == expected
+    assert got.get("duration_hours") in (None, 2.0)
+
+
+@pytest.mark.parametrize(("text", "summary"), [
+    ("Open a ticket for 402138: no internet since Monday, priority high",
+     "no internet since Monday"),  # the last clause says the priority, not the problem
+    ("Raise a normal priority ticket for 119034 - billing address needs updating",
+     "billing address needs updating"),
+])
+def test_a_summary_set_off_by_a_colon_or_a_dash(text: str, summary: str) -> None:
+    tool = TOOLS["helpdesk.open_ticket"]
+    known = fill(text, tool)
+    assert freetext.fill_texts(text, tool, ["summary"], known) == {"summary": summary}

@@ -216,6 +216,9 @@ def fill(text: str, tool: Tool) -> dict[str, Any]:
             if v is not None:
                 out[p.name] = v
     for p in info.params.values():
+        if p.when and p.name not in out and (at := timeofday.phrase(said)) is not None:
+            out[p.name] = re.sub(r"(?i)\bafter noon\b", "afternoon", said[at[0]:at[1]])
+            said = said[:at[0]] + " " * (at[1] - at[0]) + said[at[1]:]  # no quantity
         if p.kind == "string" and p.time_of_day and (t := timeofday.find(said)) is not None:
             out[p.name] = t.format(with_day=p.day_first, padded=p.padded)
             said = said[:t.start] + " " + said[t.end:]  # its numbers are not for others

@@ -37,8 +37,22 @@ _MARKER = re.compile(r"(?:^|\s)(saying|that says|which says|(?:to|two|too) say|t
 # quoted words: double quotes hold anything; single ones must stand apart ("we'll")
 _QUOTED = re.compile(r"[\"“]([^\"”]{2,})[\"”]|"
                      r"(?:^|(?<=\s))[‘']((?:[^’']|'(?=\w))+?)[’'](?=$|[\s,.;:!?])")
-_COLON = re.compile(r"(?<!\d):\s+(?=\S)")
+_COLON = re.compile(r"(?<!\d):\s+(?=\S)|(?<=\d):\s+(?=[^\d\s])")
 _TRAIL = re.compile(r"[\s,;.!?]+$")
+# "Raise a ticket for 119034 - billing address needs updating": a dash sets a message off
+_DASH = re.compile(r"\s[-\u2013\u2014]\s+(?=\S)")
+
+
+def _without_said_args(tail: str, tool: Tool, param: str, found: dict[str, Any]) -> str:
+    """A message's last clause that only says another argument ("..., priority high")
+    belongs to that argument."""
+    if "," not in tail:
+        return tail
+    head, last = tail.rsplit(",", 1)
+    others = {w for n, v in found.items() if n != param
+              for w in slots.words(f"{n.replace('_', ' ')} {v}")}
+    words = slots.words(last)
+    return head.strip() if words and set(words) <= others | {"is", "the", "please"} else tail
 
 
 def _quoted(m: re.Match[str]) -> str:
@@ -105,8 +119,11 @@ def _span(text: str, tool: Tool, param: str, found: dict[str, Any]) -> str | Non
     text = text.strip()
     if (m := _QUOTED.search(text)) and len(_quoted(m).split()) >= 2:
         return _quoted(m)
-    if m := _COLON.search(text):
+    m = _COLON.search(text) or (_DASH.search(text) if _MESSAGE.match(param) else None)
+    if m:
         tail = _TRAIL.sub("", text[m.end():])
+        if tail and _MESSAGE.match(param):
+            tail = _without_said_args(tail, tool, param, found)
         if tail and not _MESSAGE.match(param):
             # "Promo: 30 percent off nappy cream": the thing is in the tail, among the rest
             return _without_frame(tail, tool, param, found, verb_first=False) or tail
@@ -362,9 +379,14 @@ def _time_tokens(text: str, found: dict[str, Any], param: str, tool: Tool) -> se
     from . import timeofday
 
     info = knowledge.of(tool)
-    if not any(p.time_of_day and n != param and n in found for n, p in info.params.items()):
+    if any(p.when and n != param and n in found for n, p in info.params.items()) and \
+            (when := timeofday.phrase(text)) is not None:
+        t: timeofday.TimeSaid | None = timeofday.TimeSaid(0, 0, None, *when)
+    elif not any(p.time_of_day and n != param and n in found
+                 for n, p in info.params.items()):
         return set()
-    t = timeofday.find(text)
+    else:
+        t = timeofday.find(text)
     if t is None:
         return set()
     hits, pos = set(), 0
@@ -436,7 +458,8 @@ _PERSON = re.compile(r"\b(member|customer|patient|person|colleague|staff|guest|c
                      r"whom|recipient|borrower|owner|visitor|contact|caller|employee|"
                      r"student|user)\b|(^|_)name($|_)", re.I)
 _MESSAGE = re.compile(r"^(message|note|notes|text|comment|comments|body|content|memo|"
-                      r"remark|details|instructions|reason)$", re.I)
+                      r"remark|details|instructions|reason|summary|description|problem|"
+                      r"issue|fault|complaint|request|subject|announcement)$", re.I)
 _PERSON_VERBS = {"tell", "page", "message", "let", "ask", "call", "text", "email", "notify",
                  "remind", "ping", "buzz", "phone", "warn", "inform", "alert", "get"}
 _TO_MESSAGE = re.compile(r"(?:(?:^|\s|,)(?:saying|that says|to say|and say|and tell (?:him|her|"

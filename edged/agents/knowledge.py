@@ -106,6 +106,7 @@ class Param:
     signed: bool = False  # may be negative: "sold three" is -3
     clears: bool = False  # a string whose empty value clears something ("clear the sign")
     code: bool = False  # a string that holds an identifier ("account number", "order ID")
+    when: bool = False  # a string that holds when, in the user's words ("Thursday morning")
 
     @property
     def ranged(self) -> bool:
@@ -170,6 +171,8 @@ def _param(name: str, prop: dict[str, Any], tool: Tool) -> Param:
     return Param(name, kind, doc, required, choices=tuple(choices) if choices else None,
                  time_of_day=is_time, day_first=day_first, clears=clears,
                  code=not is_time and codes.is_code(name, doc, kind, choices),
+                 when=kind == "string" and not is_time and not choices and
+                 timeofday.wants_phrase(name, doc),
                  padded=timeofday.padded(prop, doc))
 
 

@@ -130,3 +130,82 @@ def _ampm(h: int, suffix: str | None) -> int:
     if s.startswith("am") or "morning" in s:
         return 0 if h == 12 else h
     return h
+
+
+# -- a free-form "when" ("Thursday morning", "the 14th of March at 2pm") ------------------
+
+_MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august",
+           "september", "october", "november", "december", "jan", "feb", "mar", "apr",
+           "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec")
+# words that say when on their own
+_CORE = set(_DAYS) | {d + "s" for d in _DAYS[:7]} | set(_MONTHS) | {
+    "morning", "afternoon", "evening", "noon", "midday", "midnight", "weekend", "week",
+    "month", "asap", "lunchtime", "teatime"}
+# words that join or qualify them ("next", "at", "between 8 and 10")
+_JOIN = {"next", "this", "coming", "at", "on", "of", "the", "between", "and", "in", "around",
+         "about", "early", "late", "mid", "from", "until", "till", "by", "after", "before",
+         "first", "thing"}
+_ORDINAL = re.compile(r"^\d{1,2}(?:st|nd|rd|th)$|^(?:first|second|third|fourth|fifth|sixth|"
+                      r"seventh|eighth|ninth|tenth|[a-z]+teenth|twentieth|twenty[- ]?\w+|"
+                      r"thirtieth|thirty[- ]?first)$")
+_WHEN_PARAM = re.compile(r"^(?:when|slot|date|day|datetime|date_time|appointment|"
+                         r"time_slot|visit_time|start)$", re.I)
+
+
+def wants_phrase(name: str, description: str) -> bool:
+    """A string parameter that holds when, in the user's own words ("When the customer wants
+    the visit, e.g. "Thursday morning"")."""
+    return bool(_WHEN_PARAM.match(name)) or bool(
+        re.match(r"(?i)\s*(?:when\b|the (?:day|date|time)\b|day,? date|date,? time)",
+                 description))
+
+
+def phrase(text: str) -> tuple[int, int] | None:
+    """The character span of the longest run of words that say when, or None."""
+    toks = [(m.group(0).lower(), m.start(), m.end())
+            for m in re.finditer(r"[\w:.']+", text)]
+
+    def timeish(i: int) -> bool:
+        w = toks[i][0].rstrip(".")
+        if w in _CORE or _ORDINAL.match(w) or re.fullmatch(r"\d{1,2}(?:[:.]\d{2})?(?:am|pm)?"
+                                                           r"|\d{1,2}[:.]\d{2}", w):
+            return not (w.isdigit() and not _joined_number(i))
+        if w in ("am", "pm", "o'clock") and i and toks[i - 1][0][:1].isdigit():
+            return True
+        return w in _WORD_HOURS and _joined_number(i)
+
+    def _joined_number(i: int) -> bool:
+        """A bare number is a time after "at", "between", "and", "till" ("Saturday at 9")."""
+        return i > 0 and toks[i - 1][0] in ("at", "between", "and", "till", "until", "by",
+                                            "from", "to") and any(
+            toks[j][0] in _CORE or toks[j][0] in ("at", "between")
+            for j in range(max(0, i - 4), i))
+
+    best: tuple[int, int] | None = None
+    i = 0
+    while i < len(toks):
+        if not timeish(i):
+            i += 1
+            continue
+        start = i
+        while start > 0 and toks[start - 1][0] in ("next", "this", "coming", "early", "late",
+                                                   "mid", "the"):
+            start -= 1
+        end = i + 1
+        while end < len(toks):
+            if timeish(end):
+                end += 1
+                continue
+            j = end
+            while j < len(toks) and toks[j][0] in _JOIN and not timeish(j):
+                j += 1
+            if j < len(toks) and j > end and timeish(j):
+                end = j + 1
+                continue
+            break
+        while start < end and toks[start][0] in ("the", "on", "at", "and", "of"):
+            start += 1
+        if best is None or toks[end - 1][2] - toks[start][1] > best[1] - best[0]:
+            best = (toks[start][1], toks[end - 1][2])
+        i = end
+    return best
