@@ -478,13 +478,13 @@ def _numbers(text: str, params: list[Param], found: dict[str, Any],
 _NOT_THINGS = {"of", "and", "to", "at", "for", "in", "on", "by", "or", "with", "from",
                "percent", "off", "each", "now", "please", "today", "then", "a", "an", "the",
                "is", "are", "was", "o'clock", "am", "pm", "per", "more", "less", "minus",
-               "plus", "point", "degrees", "euros", "euro", "cents"}
+               "plus", "point", "degrees", "euros", "euro", "cents", "back"}
 
 
 def counts_things(words: list[str], q: Quantity) -> bool:
     """The number is followed by the thing it counts ("40 baguettes", "three loaves")."""
-    if q.unit is not None or q.end >= len(words):
-        return False
+    if q.unit is not None or q.end >= len(words) or q.value != int(q.value):
+        return False  # "7.80 credit", "15.50, card": no count of things is a fraction
     at = q.end
     while at + 1 < len(words) and words[at] in ("more", "extra", "new", "fresh", "big",
                                                 "small", "large"):

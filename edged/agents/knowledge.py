@@ -217,6 +217,9 @@ def _polarity(name: str, doc: str) -> tuple[frozenset[str], frozenset[str]]:
         found.append(("power", True))  # a valve or a tap is turned on to open it
     nm = name.lower().replace("_", " ")
     yes_w = {nm, f"with {nm}", f"with a {nm}", "yes"}
+    if len(parts := nm.split()) == 2:  # "to_card": "back to the card", "to their card"
+        yes_w |= {f"{parts[0]} {d} {parts[1]}" for d in ("the", "their", "his", "her", "my",
+                                                         "our", "your", "a")}
     no_w = {f"no {nm}", f"without {nm}", f"without a {nm}", f"not {nm}", f"non {nm}",
             f"un{nm}", "no"}
     for group, straight in found:

@@ -53,14 +53,22 @@ class ChoiceMeaning:
         key = (tool.name, param)
         if key not in self._choices:
             labels = [str(c) for c in info.choices]
-            vectors = await self.embed(labels)
-            self._choices[key] = [(c, _unit(v)) for c, v in zip(labels, vectors, strict=True)]
+            # each choice by its label, and by the gloss its description gives it
+            # ("pending (waiting on the customer)")
+            texts = [(c, c) for c in labels] + [(c, g) for c, g in _glosses(info.description,
+                                                                             labels)]
+            vectors = await self.embed([t for _, t in texts])
+            self._choices[key] = [(c, _unit(v)) for (c, _), v in zip(texts, vectors,
+                                                                      strict=True)]
         choices = self._choices[key]
         best: tuple[float, float, str] | None = None
         for v in await self.embed(phrases):
             q = _unit(v)
-            scores = sorted(((sum(a * b for a, b in zip(q, c, strict=False)), name)
-                             for name, c in choices), reverse=True)
+            by_choice: dict[str, float] = {}
+            for name, c in choices:
+                sim = sum(a * b for a, b in zip(q, c, strict=False))
+                by_choice[name] = max(sim, by_choice.get(name, -1.0))
+            scores = sorted(((sim, name) for name, sim in by_choice.items()), reverse=True)
             top, name = scores[0]
             margin = top - scores[1][0] if len(scores) > 1 else top
             if best is None or top > best[0]:
@@ -85,6 +93,17 @@ class ChoiceMeaning:
                     continue
                 out = trial
         return out
+
+
+def _glosses(doc: str, labels: list[str]) -> list[tuple[str, str]]:
+    """(choice, its gloss) for each choice the description explains in brackets after its
+    name: "pending (waiting on the customer)", "missed visit (engineer no-show)"."""
+    out = []
+    for c in labels:
+        m = re.search(rf"(?i)\b{re.escape(c)}\s*\(([^)]{{3,80}})\)", doc)
+        if m:
+            out.append((c, m.group(1).strip()))
+    return out
 
 
 def _phrases(text: str, args: dict[str, Any]) -> list[str]:
