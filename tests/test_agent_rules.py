@@ -687,3 +687,21 @@ def test_a_summary_set_off_by_a_colon_or_a_dash(text: str, summary: str) -> None
     tool = TOOLS["helpdesk.open_ticket"]
     known = fill(text, tool)
     assert freetext.fill_texts(text, tool, ["summary"], known) == {"summary": summary}
+
+
+@pytest.mark.parametrize(("plugin", "text", "tool", "args"), [
+    # an everyday availability question names the lookup of what is left
+    ("pharmacy", "do we still have any teething gel", "pharmacy.stock_level",
+     {"product": "teething gel"}),
+    # an account number said, and the credit's amount beside it
+    ("helpdesk", "Credit account 402138 €20 for the outage", "helpdesk.issue_credit",
+     {"account": "402138", "amount": 20, "reason": "outage"}),
+])
+async def test_the_planner_with_everyday_phrasings(embed, plugin: str, text: str, tool: str,
+                                                   args: dict) -> None:
+    planner = await _planner(embed, plugin)
+    [(_, picked, planned, _)] = await planner.plan(text)
+    got = planned if planned is not None else await planner.model_args(text, picked)
+    assert isinstance(got, dict)
+    got = await planner.meaning.complete(text, picked, got)
+    assert picked.name == tool and got == args, (picked.name, got)

@@ -317,7 +317,7 @@ class Planner:
         said = {_stem(w) for w in slots.words(fill.mend(text))}
         if ({_stem(w) for w in _vocabulary(tool) - _COMMON_VERBS} - self._domain_words()) & said:
             return True
-        if self._own_words().get(tool.name, set()) & _with_synonyms(said):
+        if self._own_words().get(tool.name, set()) & _said_stems(text):
             return True  # a word only this tool is known by ("check" for a check-in)
         info = knowledge.of(tool)
         found = self.filled(text, tool)
@@ -400,8 +400,27 @@ def _vocabulary(tool: Tool) -> set[str]:
 
 
 def _said_stems(text: str) -> set[str]:
-    """The request's word stems, each with its plain synonym ("borrowing" also says "lend")."""
-    return _with_synonyms({_stem(w) for w in slots.words(fill.mend(text))})
+    """The request's word stems, each with its plain synonym ("borrowing" also says "lend"),
+    and the plain words of an everyday phrase ("have we got any" asks what is left)."""
+    said = fill.mend(text)
+    stems = {_stem(w) for w in slots.words(said)}
+    for rx, words in _PHRASE_OF:
+        if rx.search(said):
+            stems |= words
+    return _with_synonyms(stems)
+
+
+# everyday phrasings and the plain words a tool's author would use for them
+_PHRASE_OF: list[tuple[re.Pattern[str], set[str]]] = [
+    (re.compile(r"(?i)\b(?:do|did) we (?:still )?have\b|\bhave we (?:still )?got\b|"
+                r"\b(?:are|is) we out of\b|\bare we out\b|\bany (?:\w+ )*left\b|"
+                r"\bin stock\b|\bhow many\b.*\bleft\b|\brun(?:ning)? out\b|"
+                r"\bis there any\b|\bare there any\b"),
+     {"left", "stock", "available", "availability", "level", "quantity"}),
+    (re.compile(r"(?i)\bhow much (?:is|are|does|do)\b|"
+                r"\bwhat(?:'s| is| does)\b.*\b(?:cost|price)\b"),
+     {"price", "cost", "costs"}),
+]
 
 
 def _with_synonyms(stems: set[str]) -> set[str]:
