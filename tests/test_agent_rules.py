@@ -705,3 +705,27 @@ async def test_the_planner_with_everyday_phrasings(embed, plugin: str, text: str
     assert isinstance(got, dict)
     got = await planner.meaning.complete(text, picked, got)
     assert picked.name == tool and got == args, (picked.name, got)
+
+
+@pytest.mark.parametrize(("tool", "text", "param", "expected"), [
+    # a number labelled as another thing is not this parameter's ("ticket 3198")
+    ("helpdesk.open_ticket", "Ticket 3198 is waiting on the customer now", "account", None),
+    ("helpdesk.restart_router", "She's asking where the router from order 8120455 has got to",
+     "account", None),
+    ("helpdesk.restart_router", "Restart 559018's router in 15 minutes", "account", "559018"),
+    ("helpdesk.restart_router", "restart the rooter on account three four five one two two "
+     "in half an hour", "account", "345122"),  # "in" is no inch here
+    ("helpdesk.lookup", "She's asking where the router from order 8120455 has got to",
+     "number", "8120455"),
+])
+def test_an_identifier_labelled_as_another_thing(tool: str, text: str, param: str,
+                                                 expected: str | None) -> None:
+    assert fill(text, TOOLS[tool]).get(param) == expected
+
+
+@pytest.mark.parametrize(("tool", "param", "value"), [
+    ("gym.book_class", "member", "everyone"),  # "tell everyone ...": nobody to book
+    ("helpdesk.open_ticket", "summary", "Customer"),  # one word the tool is described by
+])
+def test_implausible_values_are_asked_for(tool: str, param: str, value: str) -> None:
+    assert not freetext.plausible(TOOLS[tool], param, value, {})

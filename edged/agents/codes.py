@@ -96,16 +96,37 @@ def _unit_after(toks: list[tuple[str, int, int]], j: int) -> bool:
     if j >= len(toks):
         return False
     nxt = toks[j][0].lower().rstrip(".,:;!?")
-    return nxt in _AFTER_QUANTITY or units.said_unit(nxt) is not None
+    return nxt in _AFTER_QUANTITY or (len(nxt) > 2 and nxt not in ("in", "and", "for") and
+                                      units.said_unit(nxt) is not None)
 
 
 def pick(codes: list[Code], text: str, param: str, doc: str) -> Code | None:
     """The identifier for ``param``: the only one said, else the one said right after the
-    parameter's own words ("order 8120455"), else None (asked, never guessed)."""
+    parameter's own words ("order 8120455"), else None (asked, never guessed). One said
+    right after another label ("ticket 3198" for an account) is not this parameter's."""
+    keys = {re.sub(r"'s$", "", w) for w in re.findall(r"[a-z']+",
+                                                    f"{param.replace('_', ' ')} {doc}".lower())
+            if len(w) > 2}
+    codes = [c for c in codes if _label(text, c) in keys | _LINKS or _label(text, c) is None]
     if len(codes) == 1:
         return codes[0]
-    keys = {w for w in re.findall(r"[a-z]+", f"{param.replace('_', ' ')} {doc}".lower())
-            if len(w) > 2}
     near = [c for c in codes
             if set(re.findall(r"[a-z]+", text[max(0, c.start - 20):c.start].lower())) & keys]
     return near[0] if len(near) == 1 else None
+
+
+# words between a label and its number, and words that are no label
+_LINKS = {"for", "on", "to", "at", "is", "was", "of", "with", "from", "the", "a", "an", "and",
+          "number", "no", "num", "id", "ref", "reference", "code", "about", "under", "in",
+          "by", "up", "as", "it's", "its", "please", "now", "me"}
+
+
+def _label(text: str, code: Code) -> str | None:
+    """The word naming what the identifier is ("ticket" in "ticket #3301", "order" in
+    "order number 7731906"), or None."""
+    before = re.findall(r"[a-z']+", text[:code.start].lower())
+    while before and before[-1] in ("number", "no", "num", "id"):
+        before.pop()
+    if len(before) <= 1 or before[-2:-1] in (["can"], ["could"], ["please"], ["you"]):
+        return None  # "Restart 559018's router": the command's verb, no label
+    return re.sub(r"'s$", "", before[-1])

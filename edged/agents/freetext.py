@@ -797,6 +797,8 @@ def plausible(tool: Tool, param: str, value: str, others: dict[str, Any]) -> boo
         if len(words) > 4 or re.search(r"\d|[,:;!?]\s", value + " "):
             return False
         toks = [t.strip(".,'") for t in value.split()]
+        if {w.lower() for w in toks} & _NOBODY:
+            return False  # "tell everyone ...": no one person
         if toks and toks[0].lower() in _COMMANDS:
             return False  # "book": the command, not who it is for
         if any(t.lower() in _CLAUSE and not t[:1].isupper()
@@ -804,7 +806,8 @@ def plausible(tool: Tool, param: str, value: str, others: dict[str, Any]) -> boo
             return False
         return True
     if _MESSAGE.match(param):
-        return True
+        # a message says something: not one word the tool is described by ("Customer")
+        return len(words) > 1 or words[0] not in frame_words(tool, param) | _CARRIERS
     if not _shaped(value):
         return False  # "Jones brought", "the gruffalo checked out or": a clause, cut wrong
     if _names_thing(tool, param) and (
@@ -815,6 +818,8 @@ def plausible(tool: Tool, param: str, value: str, others: dict[str, Any]) -> boo
     return any(w not in frame and w not in _ARTICLES for w in words)
 
 
+_NOBODY = {"everyone", "everybody", "anyone", "anybody", "someone", "somebody", "nobody",
+           "all", "whoever", "people", "staff"}
 # a title or an item holding one of these was cut out of a clause
 _CLAUSE_VERBS = {"is", "are", "was", "were", "am", "has", "have", "had", "will", "would",
                  "should", "could", "can", "please", "wants", "wanted", "went", "came",
