@@ -121,12 +121,20 @@ _LINKS = {"for", "on", "to", "at", "is", "was", "of", "with", "from", "the", "a"
           "by", "up", "as", "it's", "its", "please", "now", "me"}
 
 
+_VERBS = {"give", "credit", "issue", "bring", "pull", "test", "diagnose", "resolve", "reopen",
+          "close", "escalate", "ping", "try", "do"}  # with knowledge's action and query verbs
+
+
 def _label(text: str, code: Code) -> str | None:
     """The word naming what the identifier is ("ticket" in "ticket #3301", "order" in
     "order number 7731906"), or None."""
+    from .knowledge import ACTION_VERBS, QUERY_VERBS  # (knowledge imports this module)
+
+    verbs = _VERBS | ACTION_VERBS | QUERY_VERBS
     before = re.findall(r"[a-z']+", text[:code.start].lower())
     while before and before[-1] in ("number", "no", "num", "id"):
         before.pop()
-    if len(before) <= 1 or before[-2:-1] in (["can"], ["could"], ["please"], ["you"]):
+    if not before or (before[-1] in verbs and (
+            len(before) == 1 or before[-2] in ("can", "could", "please", "you", "to"))):
         return None  # "Restart 559018's router": the command's verb, no label
     return re.sub(r"'s$", "", before[-1])

@@ -807,7 +807,8 @@ def plausible(tool: Tool, param: str, value: str, others: dict[str, Any]) -> boo
         return True
     if _MESSAGE.match(param):
         # a message says something: not one word the tool is described by ("Customer")
-        return len(words) > 1 or words[0] not in frame_words(tool, param) | _CARRIERS
+        frame = frame_words(tool, param) | _CARRIERS
+        return len(words) > 1 or (words[0] not in frame and f"{words[0]}'s" not in frame)
     if not _shaped(value):
         return False  # "Jones brought", "the gruffalo checked out or": a clause, cut wrong
     if _names_thing(tool, param) and (
