@@ -729,3 +729,20 @@ def test_an_identifier_labelled_as_another_thing(tool: str, text: str, param: st
 ])
 def test_implausible_values_are_asked_for(tool: str, param: str, value: str) -> None:
     assert not freetext.plausible(TOOLS[tool], param, value, {})
+
+
+@pytest.mark.parametrize(("tool", "text", "expected"), [
+    # the animal after "his cat", "her rabbit" is the pet; a titled person never is
+    ("vet.mark_arrived", "Mr Yilmaz and his cat Karamel have arrived.", {"pet": "Karamel"}),
+    ("vet.cancel_visit", "Mrs Novak rang - Peanut can't make tomorrow at 11:30, please cancel it.",
+     None),
+])
+def test_a_pet_is_the_animal_not_its_owner(tool: str, text: str, expected: dict | None) -> None:
+    from edged.agents.arguments import Arguments
+
+    tools = {n: t for n, t in TOOLS.items() if n.startswith("vet.")}
+    got = Arguments(tools, pool=None, model=None).complete_args(text, TOOLS[tool])
+    if expected is None:
+        assert got is None or got.get("pet") != "Mrs Novak"
+    else:
+        assert got is not None and {k: got[k] for k in expected} == expected

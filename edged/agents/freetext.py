@@ -661,8 +661,11 @@ def _after_role(said: str, tool: Tool, param: str, found: dict[str, Any]) -> str
     lead = set(param.split("_")) | {"member", "customer", "patient", "guest", "client",
                                     "colleague", "staff", "mr.", "user"}
     # "owner is priya raman", "owner: Kwame Mensah", "the owner name is chen wei"
+    role = set(param.split("_")) - {"name"}
+    if _is_pet(tool, param):
+        role |= _ANIMALS  # "her rabbit Clover", "his cat Karamel"
     for i, k in enumerate(keys[:-1]):
-        if k in set(param.split("_")) - {"name"}:
+        if k in role:
             j = i + 1
             while j < len(keys) - 1 and keys[j] in ("name", "is", "'s", "-", ":"):
                 j += 1
@@ -706,6 +709,19 @@ def _after_role(said: str, tool: Tool, param: str, found: dict[str, Any]) -> str
     if len(words) > 2 and words[0][:1].isupper() and words[1][:1].isupper():
         return " ".join(w.strip(",") for w in words[:2])
     return None
+
+
+_ANIMALS = {"cat", "dog", "puppy", "kitten", "rabbit", "bunny", "hamster", "parrot", "bird",
+            "horse", "pony", "tortoise", "turtle", "ferret", "budgie", "gerbil", "snake",
+            "lizard", "pig", "goat", "cockatiel", "mouse", "rat", "chinchilla"}
+_HUMAN_TITLES = {"mr", "mrs", "ms", "miss", "dr", "doctor", "nurse", "prof", "professor",
+                 "sir", "madam"}
+
+
+def _is_pet(tool: Tool, param: str) -> bool:
+    """The parameter holds an animal's name (``pet``, "The animal's name")."""
+    said = f"{param.replace('_', ' ')} {tool.param_docs.get(param, '')}".lower()
+    return bool(re.search(r"\b(?:pet|pets|pet's|animal|animal's)\b", said))
 
 
 # verbs that follow the person who does them ("anna wants", "Sarah Jones brought back")
@@ -799,6 +815,8 @@ def plausible(tool: Tool, param: str, value: str, others: dict[str, Any]) -> boo
         toks = [t.strip(".,'") for t in value.split()]
         if {w.lower() for w in toks} & _NOBODY:
             return False  # "tell everyone ...": no one person
+        if _is_pet(tool, param) and toks and toks[0].lower().rstrip(".") in _HUMAN_TITLES:
+            return False  # "Mrs Novak rang - Peanut can't make it": Mrs Novak is no pet
         if toks and toks[0].lower() in _COMMANDS:
             return False  # "book": the command, not who it is for
         if any(t.lower() in _CLAUSE and not t[:1].isupper()
