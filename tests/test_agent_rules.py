@@ -746,3 +746,27 @@ def test_a_pet_is_the_animal_not_its_owner(tool: str, text: str, expected: dict 
         assert got is None or got.get("pet") != "Mrs Novak"
     else:
         assert got is not None and {k: got[k] for k in expected} == expected
+
+
+@pytest.mark.parametrize(("tool", "text", "expected"), [
+    # a title without its author, the particle that carried it, or the clause after it
+    ("library.lend_book", "Lend Educated by Tara Westover to Liam Byrne for a fortnight",
+     {"title": "Educated", "member": "Liam Byrne"}),
+    ("library.lend_book", "Grace O'Neill wants to take Atomic Habits home, seven days please",
+     {"title": "Atomic Habits", "member": "Grace O'Neill"}),
+    # "the cover is ripped": the title ends at "and"; ripped is damaged
+    ("library.return_book", "peter returned the road and the cover is ripped",
+     {"title": "the road", "member": "peter", "damaged": True}),
+])
+def test_titles_are_cut_where_the_sentence_goes_on(tool: str, text: str, expected: dict) -> None:
+    from edged.agents.arguments import Arguments
+
+    tools = {n: t for n, t in TOOLS.items() if n.startswith("library.")}
+    got = Arguments(tools, pool=None, model=None).complete_args(text, TOOLS[tool])
+    assert got is not None and {k: got.get(k) for k in expected} == expected, got
+
+
+def test_a_yes_no_described_by_examples_in_brackets() -> None:
+    """"True when the book came back damaged (torn, stained, wet, missing pages)"."""
+    yes = knowledge.of(TOOLS["library.return_book"]).params["damaged"].true_words
+    assert {"torn", "stained", "wet", "missing pages"} <= yes

@@ -98,11 +98,22 @@ _WHEN_TAIL = re.compile(
 
 def span(text: str, tool: Tool, param: str, found: dict[str, Any]) -> str | None:
     """The free-text value of ``param`` in ``text``, or None."""
-    value = _span(text, tool, param, found)
+    return _tidy(_span(text, tool, param, found), text, tool, param)
+
+
+def _tidy(value: str | None, text: str, tool: Tool, param: str) -> str | None:
+    """A value found, less what carried it in the sentence."""
     if value and not _MESSAGE.match(param):
         # "cinnamon buns this morning": when it happened is not part of the thing
         value = _WHEN_TAIL.sub("", value).strip() or value
-        value = re.sub(r"(?:\s+(?:in|out|off|up|down|away))+$", "", value) or value
+        value = re.sub(r"(?:\s+(?:in|out|off|up|down|away|home|back))+$", "", value) or value
+        if re.search(r"(?i)title|book|film|movie|album|song", param):
+            # "Educated by Tara Westover": the title, not its author
+            value = re.sub(r"\s+by\s+[A-Z][\w'-]+(?:\s+[A-Z][\w'-]+){0,2}$", "", value) or value
+        if (m := re.match(r"^(.+?)\s+and\s+(?:the|a|an|his|her|its|their)\s+\w+$", value)) and \
+                re.match(r"\s*(?:is|are|was|were|has|have|got|had)\b",
+                         text[text.find(value) + len(value):] if value in text else ""):
+            value = m.group(1)  # "the road and the cover is ripped": the title ends at "and"
         value = _without_doing(value)  # "borrowing Wolf Hall": the verb that carried it
         if m := _CONTAINER.match(value):
             value = m.group(1)  # "tubes of toothpaste": toothpaste
@@ -564,7 +575,8 @@ def fill_texts(text: str, tool: Tool, texts: list[str],
              info_kinds[n] == "string" and is_person(tool, n)]
     several = len(texts) + len(extra) > 1
     shared = assign(text, tool, texts + extra, known) if several else {}
-    spans = {m: shared.get(m) if several else span(text, tool, m, known) for m in texts}
+    spans = {m: _tidy(shared.get(m), text, tool, m) if several else
+             span(text, tool, m, known) for m in texts}
     out: dict[str, str] = {}
     for n in extra:
         if (v := shared.get(n)) and plausible(tool, n, v, {**known, **shared}):

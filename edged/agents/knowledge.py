@@ -47,6 +47,11 @@ POLARITY: dict[str, tuple[frozenset[str], frozenset[str]]] = {
                           "black out"})),
     "mute": (frozenset({"mute", "muted", "silence", "silent", "quiet", "hush"}),
              frozenset({"unmute", "unmuted"})),
+    "damaged": (frozenset({"damaged", "damage", "ripped", "torn", "broken", "cracked",
+                           "scratched", "stained", "soaked", "dented", "smashed", "chipped",
+                           "falling apart", "coffee stain", "water damage"}),
+                frozenset({"undamaged", "perfect condition", "good condition", "intact",
+                           "no damage", "fine condition", "mint condition", "good as new"})),
     "urgent": (frozenset({"urgent", "urgently", "emergency", "asap", "immediately",
                           "right away", "right now", "priority"}),
                frozenset({"non urgent", "not urgent", "no rush", "whenever", "routine"})),
@@ -55,7 +60,8 @@ _NAME_GROUP = {"on": "power", "running": "power", "run": "power", "power": "powe
                "active": "power", "state": "power", "open": "open", "opened": "open",
                "locked": "lock", "lock": "lock", "armed": "arm", "arm": "arm",
                "enabled": "enable", "enable": "enable", "lit": "enable", "muted": "mute",
-               "mute": "mute", "urgent": "urgent"}
+               "mute": "mute", "urgent": "urgent", "damaged": "damaged", "damage": "damaged",
+               "broken": "damaged"}
 _CONTRAST = re.compile(r"\b(?:instead|rather|otherwise|unless|except|not|but)\b")
 _TRUE_CLAUSE = re.compile(r"\btrue\b([^.,;()]*)", re.I)
 _FALSE_CLAUSE = re.compile(r"\bfalse\b([^.,;()]*)", re.I)
@@ -217,6 +223,11 @@ def _polarity(name: str, doc: str) -> tuple[frozenset[str], frozenset[str]]:
         found.append(("power", True))  # a valve or a tap is turned on to open it
     nm = name.lower().replace("_", " ")
     yes_w = {nm, f"with {nm}", f"with a {nm}", "yes"}
+    # "True when the book came back damaged (torn, stained, wet, missing pages)": the
+    # bracketed examples say True too
+    for m in re.finditer(r"(?i)\btrue\b[^.;()]*\(([^)]{3,120})\)", doc):
+        yes_w |= {w.strip().lower() for w in re.split(r",|\bor\b|/", m.group(1))
+                  if 2 < len(w.strip()) <= 24 and not re.search(r"\d|\be\.?g\b", w)}
     if len(parts := nm.split()) == 2:  # "to_card": "back to the card", "to their card"
         yes_w |= {f"{parts[0]} {d} {parts[1]}" for d in ("the", "their", "his", "her", "my",
                                                          "our", "your", "a")}
