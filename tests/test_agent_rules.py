@@ -770,3 +770,28 @@ def test_a_yes_no_described_by_examples_in_brackets() -> None:
     """"True when the book came back damaged (torn, stained, wet, missing pages)"."""
     yes = knowledge.of(TOOLS["library.return_book"]).params["damaged"].true_words
     assert {"torn", "stained", "wet", "missing pages"} <= yes
+
+
+@pytest.mark.parametrize(("tool", "text", "expected"), [
+    # dates as the description writes them; "two" at a practice is in the afternoon
+    ("dental.book_appointment", "can we book a whitening for lucy nguyen with doctor byrne "
+     "on the third of june at two pm", {"starts_at": "3 June 14:00"}),
+    ("dental.book_appointment", "put siobhan down with the hygienist thursday at quarter "
+     "past two", {"starts_at": "Thursday 14:15"}),
+    ("dental.reschedule", "Could you reschedule Priya Sharma's appointment to the 12th of "
+     "April at ten to eleven?", {"new_start": "12 April 10:50"}),
+    # when it is now and when it should be, each its own
+    ("dental.reschedule", "Move Mrs Patel from Tuesday 10:30 to Thursday 10:30.",
+     {"new_start": "Thursday 10:30", "currently": "Tuesday 10:30"}),
+    ("dental.reschedule", "Rebook her for tomorrow 08:30 instead of Thursday.",
+     {"new_start": "Tomorrow 08:30", "currently": "Thursday"}),
+    ("dental.reschedule", "can you move liam o sullivan to friday at quarter to nine",
+     {"new_start": "Friday 08:45", "currently": None}),
+    # a day alone where the parameter allows one
+    ("dental.cancel_appointment", "Mrs Patel rang, she can't make Tuesday, please cancel.",
+     {"on": "Tuesday"}),
+    ("dental.book_appointment", "book Mrs Lee in on Tuesday", {"starts_at": None}),
+])
+def test_appointments_days_and_times(tool: str, text: str, expected: dict) -> None:
+    got = fill(text, TOOLS[tool])
+    assert {k: got.get(k) for k in expected} == expected, got

@@ -215,11 +215,13 @@ def fill(text: str, tool: Tool) -> dict[str, Any]:
             v = polarity(said, p, info.nouns)
             if v is not None:
                 out[p.name] = v
+    said = _times(said, info.params, out)
     for p in info.params.values():
         if p.when and p.name not in out and (at := timeofday.phrase(said)) is not None:
             out[p.name] = re.sub(r"(?i)\bafter noon\b", "afternoon", said[at[0]:at[1]])
             said = said[:at[0]] + " " * (at[1] - at[0]) + said[at[1]:]  # no quantity
-        if p.kind == "string" and p.time_of_day and (t := timeofday.find(said)) is not None:
+        if p.kind == "string" and p.time_of_day and p.name not in out and \
+                (t := timeofday.find(said)) is not None:
             out[p.name] = t.format(with_day=p.day_first, padded=p.padded)
             said = said[:t.start] + " " + said[t.end:]  # its numbers are not for others
     numeric = [p for p in info.params.values() if p.kind in ("integer", "number")]
@@ -256,6 +258,39 @@ def fill(text: str, tool: Tool) -> dict[str, Any]:
                 and p.name not in out and (note := _optional_text(said, tool, p.name, out)):
             out[p.name] = note
     return out
+
+
+_OLD_PARAM = re.compile(r"(?i)current|old|original|existing|previous|booked now|from")
+
+
+def _times(said: str, params: dict[str, Param], out: dict[str, Any]) -> str:
+    """Appointments' days and times into ``out``, the request with them blanked: a date or a
+    weekday with its time ("14 March 09:15"), a day alone where the parameter allows it,
+    "two" in the afternoon, and where a tool takes when it is now and when it should be,
+    each its own ("from Tuesday 10:30 to Thursday 10:30")."""
+    timed = [p for p in params.values() if p.kind == "string" and not p.choices and (
+        p.time_of_day and p.day_first or p.when)]
+    if not timed or (len(timed) == 1 and not timed[0].time_of_day):
+        return said  # a time alone, or a when in the user's words: below
+    found = timeofday.moments(said)
+    old = [p for p in timed if not p.required and _OLD_PARAM.search(
+        f"{p.name} {p.description}")] if len(timed) > 1 else []
+    new = [p for p in timed if p not in old]
+    afternoon = timeofday.said_afternoon(said)
+    taken: list[timeofday.Moment] = []
+    for group, wanted in ((old, True), (new, False)):
+        for p in group:
+            for m in found:
+                if m in taken or (m.old != wanted and (old or wanted)):
+                    continue
+                if m.time is None and (p.required or not p.day_first and not p.when):
+                    continue  # "Tuesday" is no start time
+                out[p.name] = m.format(True, p.padded, afternoon)
+                taken.append(m)
+                break
+    for m in taken:
+        said = said[:m.start] + " " * (m.end - m.start) + said[m.end:]
+    return said
 
 
 def direction_unsaid(text: str, p: Param) -> bool:

@@ -32,7 +32,8 @@ class TimeSaid:
     def format(self, with_day: bool = False, padded: bool = True) -> str:
         hhmm = f"{self.hour:02d}:{self.minute:02d}" if padded else \
             f"{self.hour}:{self.minute:02d}"
-        return f"{self.day.capitalize()} {hhmm}" if with_day and self.day else hhmm
+        day = self.day[:1].upper() + self.day[1:] if self.day else ""
+        return f"{day} {hhmm}" if with_day and day else hhmm
 
 
 def padded(prop: dict[str, object], description: str) -> bool:
@@ -71,12 +72,45 @@ def explicit(text: str) -> TimeSaid | None:
     return None
 
 
+_MONTH_NAMES = ("january", "february", "march", "april", "may", "june", "july", "august",
+                "september", "october", "november", "december")
+_ORDINAL_WORDS = {w: i for i, w in enumerate(
+    "first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth "
+    "thirteenth fourteenth fifteenth sixteenth seventeenth eighteenth nineteenth "
+    "twentieth".split(), 1)} | {"twenty first": 21, "twenty second": 22, "twenty third": 23,
+                               "twenty fourth": 24, "twenty fifth": 25, "twenty sixth": 26,
+                               "twenty seventh": 27, "twenty eighth": 28, "twenty ninth": 29,
+                               "thirtieth": 30, "thirty first": 31}
+_MONTH_RX = "|".join(_MONTH_NAMES)
+_DAY_NUM = r"(\d{1,2})(?:st|nd|rd|th)?|(" + "|".join(
+    sorted(_ORDINAL_WORDS, key=len, reverse=True)).replace(" ", r"[\s-]") + ")"
+_DATE = re.compile(rf"\b(?:the\s+)?(?:{_DAY_NUM})(?:\s+of)?\s+({_MONTH_RX})\b|"
+                   rf"\b({_MONTH_RX})\s+(?:the\s+)?(?:(\d{{1,2}})(?:st|nd|rd|th)?\b)")
+
+
+def day_said(low: str) -> tuple[str, int, int] | None:
+    """The day named in ``low`` (a date as "14 March", else a weekday or "tomorrow"), with
+    its span."""
+    if m := _DATE.search(low):
+        if m.group(3):
+            n = int(m.group(1)) if m.group(1) else \
+                _ORDINAL_WORDS[re.sub(r"[\s-]+", " ", m.group(2))]
+            month = m.group(3)
+        else:
+            n, month = int(m.group(5)), m.group(4)
+        if 1 <= n <= 31:
+            return f"{n} {month.capitalize()}", m.start(), m.end()
+    for d in _DAYS:
+        if m := re.search(rf"\b{d}\b", low):
+            return ("today" if d == "tonight" else d), m.start(), m.end()
+    return None
+
+
 def find(text: str) -> TimeSaid | None:
     """The time of day in ``text``, or None."""
     low = text.lower()
-    day = next((d for d in _DAYS if re.search(rf"\b{d}\b", low)), None)
-    if day == "tonight":
-        day = "today"
+    said_day = day_said(low)
+    day = said_day[0] if said_day else None
     if m := _CLOCK.search(low):
         h, mi = int(m.group(1)), int(m.group(2))
         return TimeSaid(_ampm(h, m.group(3)), mi, day, m.start(), m.end())
@@ -86,6 +120,14 @@ def find(text: str) -> TimeSaid | None:
         if m := re.search(rf"\b{name}\b", low):
             return TimeSaid(h, mi, day, m.start(), m.end())
     hours = "|".join(sorted(_WORD_HOURS, key=len, reverse=True)) + r"|1[0-2]|0?[1-9]"
+    if m := re.search(rf"\b({'|'.join(_PAST_MINUTES)})\s+(?:minutes\s+)?(past|to|after|before)"
+                      rf"\s+({hours})\b(?!\s*(?:minutes?|hours?|days?|weeks?|people|guests))"
+                      r"(\s*(?:a\.?\s?m\.?|p\.?\s?m\.?|in the (?:morning|afternoon|evening)))?",
+                      low):  # "ten to eleven", "twenty past six"
+        h, mi = _hour(m.group(3)), _PAST_MINUTES[m.group(1)]
+        if m.group(2) in ("to", "before"):
+            h, mi = (h - 1) % 12 or 12, 60 - mi
+        return TimeSaid(_ampm(h, m.group(4)), mi, day, m.start(), m.end())
     if m := re.search(rf"\b(half|quarter)\s+(past|to|after|before)\s+({hours})\b"
                       r"(\s*(?:a\.?\s?m\.?|p\.?\s?m\.?|in the (?:morning|afternoon|evening)))?",
                       low):
@@ -111,6 +153,9 @@ def find(text: str) -> TimeSaid | None:
                       r"seconds?|degrees?|percent|%|people|guests))\b", low):
         return TimeSaid(_ampm(_hour(m.group(1)), m.group(2)), 0, day, m.start(1), m.end())
     return None
+
+
+_PAST_MINUTES = {"five": 5, "ten": 10, "twenty": 20, "twenty five": 25, "twenty-five": 25}
 
 
 def _after_at_or_time_word(low: str, pos: int) -> bool:
@@ -209,3 +254,74 @@ def phrase(text: str) -> tuple[int, int] | None:
             best = (toks[start][1], toks[end - 1][2])
         i = end
     return best
+
+
+# -- several times in one request ("from Tuesday 10:30 to Thursday 10:30") ----------------
+
+_OLD_CUE = re.compile(r"(?:\bfrom|\binstead of|\brather than|\bcurrently|\bbooked (?:for|on)|"
+                      r"\bwas|\bnow)\s*(?:the\s+|his\s+|her\s+|their\s+|its\s+)?(?:\w+'s\s+)?$")
+_SEGMENT = re.compile(r"\s(?:to|instead of|from|rather than|until|and)\s|,")
+
+
+@dataclass(frozen=True)
+class Moment:
+    """A day, a time or both, said together; ``old``: said as when it is now ("from
+    Tuesday", "instead of Thursday")."""
+    day: str | None
+    time: TimeSaid | None
+    start: int
+    end: int
+    old: bool
+
+    def format(self, with_day: bool, padded: bool, afternoon: bool) -> str:
+        if self.time is None:
+            return (self.day or "")[:1].upper() + (self.day or "")[1:]
+        t = self.time
+        if afternoon and 1 <= t.hour <= 6:  # "Thursday at quarter past two": 14:15
+            t = TimeSaid(t.hour + 12, t.minute, t.day, t.start, t.end)
+        return TimeSaid(t.hour, t.minute, self.day, t.start, t.end).format(with_day, padded)
+
+
+def moments(text: str) -> list[Moment]:
+    """Every day and time said, paired where nothing separates them, in order."""
+    low = text.lower()
+    times: list[TimeSaid] = []
+    blank = low
+    for _ in range(3):
+        t = find(blank)
+        if t is None:
+            break
+        times.append(t)
+        blank = blank[:t.start] + " " * (t.end - t.start) + blank[t.end:]
+    days: list[tuple[str, int, int]] = []
+    for _ in range(3):
+        d = day_said(blank)
+        if d is None:
+            break
+        days.append(d)
+        blank = blank[:d[1]] + " " * (d[2] - d[1]) + blank[d[2]:]
+    out: list[Moment] = []
+    used: set[int] = set()
+    for t in times:
+        best: tuple[int, int] | None = None
+        for i, (_, ds, de) in enumerate(days):
+            lo, hi = (de, t.start) if de <= t.start else (t.end, ds)
+            if i not in used and not _SEGMENT.search(low[lo:hi]) and hi - lo < 25 and (
+                    best is None or hi - lo < best[1]):
+                best = (i, hi - lo)
+        day: str | None = None
+        start, end = t.start, t.end
+        if best is not None:
+            used.add(best[0])
+            day, ds, de = days[best[0]]
+            start, end = min(start, ds), max(end, de)
+        out.append(Moment(day, t, start, end, bool(_OLD_CUE.search(low[:start]))))
+    for i, (name, ds, de) in enumerate(days):
+        if i not in used:
+            out.append(Moment(name, None, ds, de, bool(_OLD_CUE.search(low[:ds]))))
+    return sorted(out, key=lambda m: m.start)
+
+
+def said_afternoon(text: str) -> bool:
+    """No morning said: an appointment at "two" is in the afternoon."""
+    return not re.search(r"\b(?:a\.?\s?m\b|morning|in the night)", text.lower())
