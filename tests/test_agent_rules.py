@@ -795,3 +795,27 @@ def test_a_yes_no_described_by_examples_in_brackets() -> None:
 def test_appointments_days_and_times(tool: str, text: str, expected: dict) -> None:
     got = fill(text, TOOLS[tool])
     assert {k: got.get(k) for k in expected} == expected, got
+
+
+@pytest.mark.parametrize(("tool", "text", "expected"), [
+    # a sign or a PA shows what is said as a message, not any sentence
+    ("hardware.set_sign", "Somebody nicked two padlocks off the display", None),
+    ("hardware.set_sign", "can you roll the front shutter up", None),
+    ("hardware.set_sign", "make the led sign say closed for stocktake back tomorrow and "
+     "have it scroll", {"text": "closed for stocktake back tomorrow", "scrolling": True}),
+    ("hardware.set_sign", "uh blank the sign outside please", {"text": ""}),  # '"" blanks it'
+    ("hardware.announce", "Let everyone know over the PA that we close at 1pm today",
+     {"message": "we close at 1pm today"}),
+    # a note-taker takes anything said
+    ("notes.add_note", "we've run out of washing up liquid", {"text": "washing up liquid"}),
+])
+def test_messages_said_as_one(tool: str, text: str, expected: dict | None) -> None:
+    from edged.agents.arguments import Arguments
+
+    plugin = tool.split(".")[0]
+    tools = {n: t for n, t in TOOLS.items() if n.startswith(plugin + ".")}
+    got = Arguments(tools, pool=None, model=None).complete_args(text, TOOLS[tool])
+    if expected is None:
+        assert got is None
+    else:
+        assert got is not None and {k: got.get(k) for k in expected} == expected, got

@@ -31,6 +31,7 @@ _CARRIERS = {"please", "can", "could", "would", "will", "you", "i", "me", "us", 
              "about", "regarding", "re", "as", "per", "after", "before", "behind", "aside",
              "off", "let's", "lets", "too"}
 _MARKER = re.compile(r"(?:^|\s)(saying|that says|which says|(?:to|two|too) say|that reads|"
+                     r"(?:sign|display|screen|board|speakers?|pa|tannoy) (?:say|says|read|show)|"
                      r"(?:to|two|too) read|"
                      r"with the words|the words|telling (?:them|him|her|everyone)|"
                      r"that)\s+(?=\S)", re.I)
@@ -583,10 +584,11 @@ def fill_texts(text: str, tool: Tool, texts: list[str],
             out[n] = v
     for m in texts:
         value = spans[m]
-        if value and m.lower() == "message" and not _framed(text, tool):
+        if value and re.fullmatch(r"(?i)message|text|body|content|announcement", m) and \
+                not _records(tool) and not _framed(text, tool):
             return f"Which {m} do you mean?"  # "is doctor okoye free on thursday": no message
         if value and _MESSAGE.match(m):
-            value = _without_flags(value, tool, known)
+            value = _without_flags(_CHANNEL.sub("", value) or value, tool, known)
         if value and not plausible(tool, m, value, {**known, **spans}):
             return f"Which {m} do you mean?"  # a wrong call is worse than a question
         if value:
@@ -597,6 +599,14 @@ def fill_texts(text: str, tool: Tool, texts: list[str],
 _SAYING_VERBS = {"say", "announce", "show", "display", "put", "write", "post", "set", "change",
                  "tell", "send", "message", "page", "text", "note", "add", "log", "record",
                  "update", "replace", "make", "jot", "type", "read", "broadcast"}
+
+
+def _records(tool: Tool) -> bool:
+    """The tool writes down what it is told (a note, a log entry): anything said is its
+    text; one that shows or says it to others needs the text said as one."""
+    return bool(re.search(r"(?i)\b(?:write|writes|note|notes|log|logs|record|records|jot|"
+                          r"diary|journal|list)\b", f"{tool.short_name.replace('_', ' ')} "
+                                                      f"{tool.description}"))
 
 
 def _framed(text: str, tool: Tool) -> bool:
@@ -612,6 +622,19 @@ def _framed(text: str, tool: Tool) -> bool:
             toks[1][:1].isupper() or _key(toks[1]) in _NAME_PARTICLES):
         return False  # "Text Mrs Hughes a reminder": someone this tool cannot reach
     return lead in _SAYING_VERBS | _ADDRESS_VERBS or lead in tool_leads(tool)
+
+
+# "over the PA that we close at 1pm": the way it is said, not the message
+_CHANNEL = re.compile(r"(?i)^(?:(?:over|on|through|via|across)\s+(?:the\s+)?(?:\w+\s+){0,2}?"
+                      r"(?:pa|speakers?|tannoy|intercom|radio|loudspeakers?|system)\b"
+                      r"(?:\s+that)?|(?:the\s+)?(?:pa|speakers?|tannoy|intercom|loudspeakers?)"
+                      r"\s+that)[\s,:-]*")
+
+
+def fill_has(text: str, phrase: str) -> bool:
+    from .fill import _has
+
+    return bool(_has(text, phrase))
 
 
 def _without_flags(message: str, tool: Tool, known: dict[str, Any]) -> str:
@@ -634,6 +657,9 @@ def _without_flags(message: str, tool: Tool, known: dict[str, Any]) -> str:
     while len(parts) > 1 and is_flag(parts[-1]):
         parts.pop()
     out = ", ".join(parts)
+    if (m := re.search(r"(?i)\s+and\s+(?:have|make|let|set|get)\s+(?:it|them)\s+(\w+)$", out)) \
+            and any(fill_has(m.group(1).lower(), f) for f in flags):
+        out = out[:m.start()]  # "closed for stocktake and have it scroll"
     words = out.split()
     # "... right now please it's urgent": the flag said at the end
     for cut in range(max(1, len(words) - 5), len(words)):

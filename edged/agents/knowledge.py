@@ -172,8 +172,8 @@ def _param(name: str, prop: dict[str, Any], tool: Tool) -> Param:
         return Param(name, kind, doc, required, lo=lo, hi=hi, unit=None if currency else unit,
                      lo_words=lo_w, hi_words=hi_w, currency=currency, signed=signed)
     is_time, day_first = timeofday.wants_time(prop, doc) if kind == "string" else (False, False)
-    clears = kind == "string" and bool(re.search(r"\bempty\b", doc, re.I)) and bool(
-        re.search(r"\b(clear|clears|remove|removes|blank|nothing|off)\b", doc, re.I))
+    clears = kind == "string" and bool(re.search(r"\bempty\b|\"\"|''", doc, re.I)) and bool(
+        re.search(r"\b(clear|clears|remove|removes|blank|blanks|nothing|off)\b", doc, re.I))
     return Param(name, kind, doc, required, choices=tuple(choices) if choices else None,
                  time_of_day=is_time, day_first=day_first, clears=clears,
                  code=not is_time and codes.is_code(name, doc, kind, choices),
