@@ -819,3 +819,31 @@ def test_messages_said_as_one(tool: str, text: str, expected: dict | None) -> No
         assert got is None
     else:
         assert got is not None and {k: got.get(k) for k in expected} == expected, got
+
+
+@pytest.mark.parametrize(("tool", "text", "expected"), [
+    # an article's name: no person, no count or container, no question words
+    ("hardware.put_on_sale", "Let's knock the Stanley tape measures down by 10 percent until "
+     "Saturday, please", {"sku_or_name": "Stanley tape measures", "percent_off": 10,
+                          "until": "Saturday"}),
+    ("hardware.stock_level", "how many bags of compost are left out in the garden centre",
+     {"what": "compost", "location": "garden centre"}),
+    ("hardware.stock_level", "Have we got any WD-40 left?", {"what": "WD-40"}),
+    ("pharmacy.stock_level", "What's the price of the Voltarol gel?",
+     {"product": "Voltarol gel"}),
+    # a label's code is no quantity; a price is no time
+    ("hardware.put_on_sale", "Mark down HW-20418 to €12.50",
+     {"sku_or_name": "HW-20418", "sale_price": 12.5, "until": None}),
+    ("hardware.put_on_sale", "Half price on the solar fence lights, ends 31 August",
+     {"until": "31 August"}),
+])
+def test_articles_codes_and_sale_ends(tool: str, text: str, expected: dict) -> None:
+    from edged.agents.arguments import Arguments
+
+    plugin = tool.split(".")[0]
+    tools = {n: t for n, t in TOOLS.items() if n.startswith(plugin + ".")}
+    got = Arguments(tools, pool=None, model=None).complete_args(text, TOOLS[tool])
+    assert got is not None
+    assert {k: (got.get(k).lower() if isinstance(got.get(k), str) else got.get(k))
+            for k in expected} == {k: v.lower() if isinstance(v, str) else v
+                                   for k, v in expected.items()}, got

@@ -41,7 +41,7 @@ def is_code(name: str, doc: str, kind: str, choices: object) -> bool:
     """The parameter holds an identifier, not a name or a sentence."""
     said = f"{name.replace('_', ' ')} {doc}"
     return kind == "string" and not choices and bool(_CODE_PARAM.search(said)) and \
-        not re.search(r"\bnames?\b|\bwho\b", said, re.I)
+        not re.search(r"\bnames?\b|\bwho\b|\bdescri", said, re.I)
 
 
 def find(text: str) -> list[Code]:
@@ -107,7 +107,7 @@ def pick(codes: list[Code], text: str, param: str, doc: str) -> Code | None:
     keys = {re.sub(r"'s$", "", w) for w in re.findall(r"[a-z']+",
                                                     f"{param.replace('_', ' ')} {doc}".lower())
             if len(w) > 2}
-    codes = [c for c in codes if _label(text, c) in keys | _LINKS or _label(text, c) is None]
+    codes = [c for c in codes if _label(text, c) not in _LABELS - keys]
     if len(codes) == 1:
         return codes[0]
     near = [c for c in codes
@@ -115,10 +115,11 @@ def pick(codes: list[Code], text: str, param: str, doc: str) -> Code | None:
     return near[0] if len(near) == 1 else None
 
 
-# words between a label and its number, and words that are no label
-_LINKS = {"for", "on", "to", "at", "is", "was", "of", "with", "from", "the", "a", "an", "and",
-          "number", "no", "num", "id", "ref", "reference", "code", "about", "under", "in",
-          "by", "up", "as", "it's", "its", "please", "now", "me"}
+# words that say what a number identifies ("ticket 3198", "order 8120455")
+_LABELS = {"ticket", "order", "account", "invoice", "booking", "reservation", "case", "job",
+           "room", "table", "customer", "member", "patient", "sku", "item", "product",
+           "serial", "phone", "card", "parcel", "tracking", "flight", "policy", "claim",
+           "contract", "licence", "license", "plate", "receipt", "transaction", "payment"}
 
 
 _VERBS = {"give", "credit", "issue", "bring", "pull", "test", "diagnose", "resolve", "reopen",

@@ -209,6 +209,10 @@ def fill(text: str, tool: Tool) -> dict[str, Any]:
             if code is not None:
                 out[p.name] = code.value
                 said = said[:code.start] + " " * (code.end - code.start) + said[code.end:]
+    for c in codes.find(said):
+        if re.match(r"[A-Za-z]+-|[A-Za-z]{2,}\d", c.value):
+            # "HW-20418", "WD-40": a label's code names a thing; its digits are no quantity
+            said = said[:c.start] + " " * (c.end - c.start) + said[c.end:]
     question = slots.is_question(said)
     for p in info.params.values():
         if p.kind == "boolean" and not question:
@@ -577,12 +581,14 @@ def _range_words(text: str, p: Param, frac: Quantity | None) -> float | None:
     span = p.hi - p.lo
     if frac is not None:
         share = frac.value
-        if p.percent_like and p.lo in (0, 1):
-            value = share * 100
+        if (p.percent_like and p.lo in (0, 1)) or p.unit == "percent":
+            value = share * 100  # "half price" is 50 percent off, whatever the range
         else:
             value = p.lo + share * span
         if last_lo > last_hi:  # "three quarters closed": measured from the open end
             value = p.hi - share * span if not p.percent_like else 100 - share * 100
+        if p.unit == "percent" and not p.lo <= value <= p.hi:
+            return None  # a share the range cannot take: asked, never clamped
         return max(p.lo, min(p.hi, value))
     if last_lo < 0 and last_hi < 0:
         return None

@@ -29,7 +29,7 @@ _CARRIERS = {"please", "can", "could", "would", "will", "you", "i", "me", "us", 
              "over", "by", "go", "do", "please,", "kindly", "be", "there's", "have", "has",
              "they", "he", "she", "they're", "he's", "she's", "under", "named", "called",
              "about", "regarding", "re", "as", "per", "after", "before", "behind", "aside",
-             "off", "let's", "lets", "too"}
+             "off", "let's", "lets", "too", "got", "any", "left", "still"}
 _MARKER = re.compile(r"(?:^|\s)(saying|that says|which says|(?:to|two|too) say|that reads|"
                      r"(?:sign|display|screen|board|speakers?|pa|tannoy) (?:say|says|read|show)|"
                      r"(?:to|two|too) read|"
@@ -121,7 +121,15 @@ def _tidy(value: str | None, text: str, tool: Tool, param: str) -> str | None:
     if value and (m := re.match(r"^(.+?)'s\s+(\w+)$", value)) and \
             m.group(2).lower() in frame_words(tool, param) | _choice_words(tool) | _BOOKINGS:
         value = m.group(1)  # "Max's appointment" names Max
-    if value and _CATALOGUE.match(param):
+    if value and (_CATALOGUE.match(param) or _names_thing(tool, param)):
+        # "how many bags of compost", "six tins of Dulux": the thing, not how much of it
+        value = re.sub(r"(?i)^(?:how many|how much|which|what)\s+", "", value) or value
+        value = re.sub(r"(?i)^(?:the\s+)?(?:price|cost|stock|level|quantity)\s+of\s+", "",
+                       value) or value  # "the price of the Voltarol gel"
+        value = re.sub(r"(?i)^(?:\d+|a|an|one|two|three|four|five|six|seven|eight|nine|ten|"
+                       r"twelve|twenty|a few|some|several)\s+", "", value) or value
+        if m := _CONTAINER.match(value):
+            value = m.group(1)
         value = re.sub(r"(?i)^(?:all of the|all the|all|every|any|some|the)\s+", "", value)
         value = re.sub(r"(?i)\s+on (?:special|offer|sale|promotion)$", "", value) or value
     return value
@@ -291,9 +299,15 @@ def _without_frame(text: str, tool: Tool, param: str, found: dict[str, Any], *,
     cut |= {i for i, k in enumerate(keys) if k in strong or k in other or toks[i] == "|"}
     cut |= {j for i in range(len(keys) - 1) if keys[i] + keys[i + 1] in strong
             for j in (i, i + 1)}  # "notice board" for the noticeboard
-    if verb_first and toks and keys[0] not in _ARTICLES and len(toks) > 1 and \
-            not keys[0].isdigit() and toks[0] != "|" and _verb_like(keys[0], tool):
-        cut.add(0)  # the command verb ("text", "jot", "note") is never part of the value
+    v = 0  # the command's verb, after "let's", "can we", "please"
+    while verb_first and v < len(keys) - 2 and keys[v] in _LEAD_WORDS | {
+            "can", "could", "would", "will", "you", "we", "i", "just", "please"}:
+        v += 1
+    if verb_first and toks and keys[v] not in _ARTICLES and len(toks) > v + 1 and \
+            not keys[v].isdigit() and toks[v] != "|" and (
+                _verb_like(keys[v], tool) or keys[v + 1] in _ARTICLES | {"my", "our", "those",
+                                                                       "these", "this"}):
+        cut.add(v)  # the command verb ("text", "jot", "note") is never part of the value
     if not _MESSAGE.match(param) and not marked_text:
         # "two dozen eggs arrived from the farm": a thing ends where a clause begins
         cut |= {i for i, k in enumerate(keys) if k in _CLAUSE_VERBS}
@@ -491,6 +505,8 @@ def is_person(tool: Tool, param: str) -> bool:
     its description's first words ("Who to page", "The member's name"); "What to bring, in
     the guest's words" is not one."""
     doc = tool.param_docs.get(param, "").strip()
+    if _names_thing(tool, param):
+        return False  # "sku_or_name": an article's name
     head = re.match(r"(?i)(?:the |a |an )?([\w-]+)", doc)
     named = re.match(r"(?i)(?:the |a |an )?([\w-]+)'s (?:full |first )?name\b", doc)
     return bool(_PERSON.search(param) or (head and _PERSON.fullmatch(head.group(1))) or
@@ -502,7 +518,9 @@ def _names_thing(tool: Tool, param: str) -> bool:
     name" for a thing."""
     doc = tool.param_docs.get(param, "").strip()
     named = re.match(r"(?i)(?:the |a |an )?([\w-]+)'s (?:full |first )?name\b", doc)
-    return bool(_CATALOGUE.match(param) or (named and named.group(1).lower() in _THINGS))
+    return bool(_CATALOGUE.match(param) or (named and named.group(1).lower() in _THINGS) or
+                set(param.lower().split("_")) & {"item", "product", "article", "sku"} or
+                re.match(r"(?i)(?:the |a |an )?(?:sku|barcode|product|article|item)s?\b", doc))
 
 
 # "The product's name" names a thing, not someone
@@ -885,7 +903,7 @@ _CLAUSE_VERBS = {"is", "are", "was", "were", "am", "has", "have", "had", "will",
                  "tomorrow", "tonight", "yesterday", "now", "pick", "pickup", "collecting",
                  "it's", "they're", "we're", "i'm", "he's", "she's", "know", "due", "sold",
                  "bought", "used", "broke", "knocked", "lost", "received", "delivered",
-                 "baked", "finished", "goes", "costs"}
+                 "baked", "finished", "goes", "costs", "ends", "ending", "until", "till"}
 _COMMANDS = {"turn", "set", "put", "make", "switch", "take", "give", "send", "add", "cancel",
              "change", "get", "bring", "tell", "page", "order", "book", "reserve", "lend",
              "return", "check", "mark", "record", "announce", "show", "clear", "open",

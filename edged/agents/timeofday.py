@@ -194,14 +194,16 @@ _ORDINAL = re.compile(r"^\d{1,2}(?:st|nd|rd|th)$|^(?:first|second|third|fourth|f
                       r"seventh|eighth|ninth|tenth|[a-z]+teenth|twentieth|twenty[- ]?\w+|"
                       r"thirtieth|thirty[- ]?first)$")
 _WHEN_PARAM = re.compile(r"^(?:when|slot|date|day|datetime|date_time|appointment|"
-                         r"time_slot|visit_time|start)$", re.I)
+                         r"time_slot|visit_time|start|until|till|deadline|expires|due|"
+                         r"end_date|ends|ends_on|valid_until)$", re.I)
 
 
 def wants_phrase(name: str, description: str) -> bool:
     """A string parameter that holds when, in the user's own words ("When the customer wants
     the visit, e.g. "Thursday morning"")."""
     return bool(_WHEN_PARAM.match(name)) or bool(
-        re.match(r"(?i)\s*(?:when\b|the (?:day|date|time)\b|day,? date|date,? time)",
+        re.match(r"(?i)\s*(?:when\b|the (?:day|date|time)\b|day,? date|date,? time|"
+                 r"(?:the )?(?:last|first|final) day\b)",
                  description))
 
 
@@ -212,12 +214,17 @@ def phrase(text: str) -> tuple[int, int] | None:
 
     def timeish(i: int) -> bool:
         w = toks[i][0].rstrip(".")
-        if w in _CORE or _ORDINAL.match(w) or re.fullmatch(r"\d{1,2}(?:[:.]\d{2})?(?:am|pm)?"
-                                                           r"|\d{1,2}[:.]\d{2}", w):
-            return not (w.isdigit() and not _joined_number(i))
+        if w in _CORE or _ORDINAL.match(w) or re.fullmatch(r"\d{1,2}(?:[:.][0-5]\d)?(?:am|pm)"
+                                                           r"|\d{1,2}:[0-5]\d|\d{1,2}", w):
+            return not (w.isdigit() and not _joined_number(i) and not _by_month(i))
         if w in ("am", "pm", "o'clock") and i and toks[i - 1][0][:1].isdigit():
             return True
         return w in _WORD_HOURS and _joined_number(i)
+
+    def _by_month(i: int) -> bool:
+        """A day of the month: "31 August", "August 31"."""
+        near = [toks[j][0] for j in (i - 1, i + 1) if 0 <= j < len(toks)]
+        return int(toks[i][0]) <= 31 and any(w in _MONTHS for w in near)
 
     def _joined_number(i: int) -> bool:
         """A bare number is a time after "at", "between", "and", "till" ("Saturday at 9")."""
