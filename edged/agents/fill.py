@@ -209,10 +209,10 @@ def fill(text: str, tool: Tool) -> dict[str, Any]:
             if code is not None:
                 out[p.name] = code.value
                 said = said[:code.start] + " " * (code.end - code.start) + said[code.end:]
-    for c in codes.find(said):
-        if re.match(r"[A-Za-z]+-|[A-Za-z]{2,}\d", c.value):
+    for label in codes.find(said):
+        if re.match(r"[A-Za-z]+-|[A-Za-z]{2,}\d", label.value):
             # "HW-20418", "WD-40": a label's code names a thing; its digits are no quantity
-            said = said[:c.start] + " " * (c.end - c.start) + said[c.end:]
+            said = said[:label.start] + " " * (label.end - label.start) + said[label.end:]
     question = slots.is_question(said)
     for p in info.params.values():
         if p.kind == "boolean" and not question:
