@@ -847,3 +847,21 @@ def test_articles_codes_and_sale_ends(tool: str, text: str, expected: dict) -> N
     assert {k: (got.get(k).lower() if isinstance(got.get(k), str) else got.get(k))
             for k in expected} == {k: v.lower() if isinstance(v, str) else v
                                    for k, v in expected.items()}, got
+
+
+@pytest.mark.parametrize(("tool", "param", "value"), [
+    ("dental.cancel_appointment", "who", "It"),  # "It's Agnieszka Nowak": no name
+    ("dental.reschedule", "patient", "Rebook Gráinne"),  # the command, not a name
+])
+def test_pronouns_and_commands_are_no_names(tool: str, param: str, value: str) -> None:
+    assert not freetext.plausible(TOOLS[tool], param, value, {})
+
+
+def test_a_name_loses_a_dash_after_it() -> None:
+    tool = TOOLS["dental.book_appointment"]
+    text = ("New patient, Tomasz Wiśniewski — needs a filling with Dr Nakamura, 14 March "
+            "09:15, give it 45 minutes.")
+    known = fill(text, tool)
+    assert known["starts_at"] == "14 March 09:15" and known["duration_min"] == 45
+    assert freetext.fill_texts(text, tool, ["patient_name"], known) == {
+        "patient_name": "Tomasz Wiśniewski"}

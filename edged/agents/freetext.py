@@ -104,6 +104,8 @@ def span(text: str, tool: Tool, param: str, found: dict[str, Any]) -> str | None
 
 def _tidy(value: str | None, text: str, tool: Tool, param: str) -> str | None:
     """A value found, less what carried it in the sentence."""
+    if value:
+        value = value.strip(" \u2014\u2013-,;:") or value  # "Tomasz Wiśniewski —"
     if value and not _MESSAGE.match(param):
         # "cinnamon buns this morning": when it happened is not part of the thing
         value = _WHEN_TAIL.sub("", value).strip() or value
@@ -447,7 +449,7 @@ def _code_tokens(text: str, found: dict[str, Any], param: str, tool: Tool) -> se
 
 
 def _key(token: str) -> str:
-    return token.lower().strip(".,:;!?\"'()")
+    return token.lower().strip(".,:;!?\"'()\u2014\u2013-")
 
 
 def _number_tokens(text: str, found: dict[str, Any], param: str, *,
@@ -894,7 +896,8 @@ def plausible(tool: Tool, param: str, value: str, others: dict[str, Any]) -> boo
 
 
 _NOBODY = {"everyone", "everybody", "anyone", "anybody", "someone", "somebody", "nobody",
-           "all", "whoever", "people", "staff"}
+           "all", "whoever", "people", "staff", "it", "it's", "he", "she", "they", "this",
+           "that", "there", "here", "who", "him", "her", "them"}
 # a title or an item holding one of these was cut out of a clause
 _CLAUSE_VERBS = {"is", "are", "was", "were", "am", "has", "have", "had", "will", "would",
                  "should", "could", "can", "please", "wants", "wanted", "went", "came",
@@ -904,10 +907,11 @@ _CLAUSE_VERBS = {"is", "are", "was", "were", "am", "has", "have", "had", "will",
                  "it's", "they're", "we're", "i'm", "he's", "she's", "know", "due", "sold",
                  "bought", "used", "broke", "knocked", "lost", "received", "delivered",
                  "baked", "finished", "goes", "costs", "ends", "ending", "until", "till"}
-_COMMANDS = {"turn", "set", "put", "make", "switch", "take", "give", "send", "add", "cancel",
+_COMMANDS = {"rebook", "reschedule", "move", "push", "bump", "shift", "postpone",
+             "turn", "set", "put", "make", "switch", "take", "give", "send", "add", "cancel",
              "change", "get", "bring", "tell", "page", "order", "book", "reserve", "lend",
              "return", "check", "mark", "record", "announce", "show", "clear", "open",
              "close", "start", "stop", "discount", "knock", "keep", "hold", "issue", "loan",
-             "sign", "print", "log", "note", "register", "schedule", "move"}
+             "sign", "print", "log", "note", "register", "schedule"}
 _DANGLING = {"it", "them", "him", "her", "or", "and", "to", "for", "with", "from", "by", "of",
              "the", "a", "an", "at", "on", "in", "but", "so", "saying", "says", "note"}

@@ -381,11 +381,6 @@ either neither here there when where which while what who whom whose why how yes
 let lets get got gets going come comes came again still already yet too well thing things
 """.split())
 
-_TIME_WORDS = {"monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday",
-               "today", "tomorrow", "tonight", "morning", "afternoon", "evening", "january",
-               "february", "march", "april", "may", "june", "july", "august", "september",
-               "october", "november", "december", "mrs", "mr", "ms", "dr"}
-
 _COMMON_VERBS = {"turn", "turns", "switch", "switches", "make", "makes", "start", "starts",
                  "stop", "stops", "open", "opens", "close", "closes", "send", "sends", "book",
                  "books", "add", "adds", "put", "puts", "check", "checks", "tell", "tells",
@@ -463,9 +458,6 @@ def _known_by(tool: Tool) -> set[str]:
     words = {w for t in text for w in slots.words(t)
              if len(w) > 2 and not w.isdigit()}
     numbers = set(slots._UNITS) | set(slots._TENS) | set(slots._SCALES)
-    # names in the author's examples ("Mrs Patel", "Tuesday 10:30") say nothing of the tool
-    proper = {m.group(0).lower() for t in text[1:]
-              for m in re.finditer(r"(?<![.:!?]\s)(?<!^)\b[A-Z][a-z]+\b", t)}
     return words - _STOP - _COMMON_VERBS - _FRAME_WORDS - numbers
 
 
