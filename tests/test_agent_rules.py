@@ -865,3 +865,10 @@ def test_a_name_loses_a_dash_after_it() -> None:
     assert known["starts_at"] == "14 March 09:15" and known["duration_min"] == 45
     assert freetext.fill_texts(text, tool, ["patient_name"], known) == {
         "patient_name": "Tomasz Wiśniewski"}
+
+
+def test_quoted_words_are_the_message_not_a_choice() -> None:
+    """"switch off" inside the notice never picks the screen's "off" mode."""
+    got = fill("Show 'Please switch off your mobile phones' on the waiting-room TV.",
+               TOOLS["dental.waiting_room_display"])
+    assert got.get("mode") != "off"

@@ -195,8 +195,9 @@ def _unit_at(toks: list[str], i: int) -> tuple[str | None, int]:
 
 
 def fill(text: str, tool: Tool) -> dict[str, Any]:
-    """The arguments the rules find for ``tool`` in ``text``."""
-    said = mend(text)
+    """The arguments the rules find for ``tool`` in ``text`` (words in quotes are the
+    message's, never a choice or a yes/no: asked rather than read from the message)."""
+    said = _unquoted(mend(text))
     out = slots.fill(said, tool.parameters, tool.aliases)
     info = knowledge.of(tool)
     for p in info.params.values():  # numbers are matched below, with their units
@@ -295,6 +296,19 @@ def _times(said: str, params: dict[str, Param], out: dict[str, Any]) -> str:
     for m in taken:
         said = said[:m.start] + " " * (m.end - m.start) + said[m.end:]
     return said
+
+
+_QUOTE = re.compile(r"[\"\u201c]([^\"\u201d]{2,})[\"\u201d]|(?:^|(?<=\s))[\u2018']"
+                    r"((?:[^\u2019']|'(?=\w))+?)[\u2019'](?=$|[\s,.;:!?])")
+
+
+def _unquoted(said: str) -> str:
+    """The request without a quoted message ("Show 'Please switch off your phones'"): the
+    words inside are the message's, not a choice or a yes/no."""
+    m = _QUOTE.search(said)
+    if m is None or len((m.group(1) or m.group(2) or "").split()) < 2:
+        return said
+    return said[:m.start()] + " " * (m.end() - m.start()) + said[m.end():]
 
 
 def direction_unsaid(text: str, p: Param) -> bool:
