@@ -872,3 +872,24 @@ def test_quoted_words_are_the_message_not_a_choice() -> None:
     got = fill("Show 'Please switch off your mobile phones' on the waiting-room TV.",
                TOOLS["dental.waiting_room_display"])
     assert got.get("mode") != "off"
+
+
+@pytest.mark.parametrize(("plugin", "text", "tool", "args"), [
+    # "is here", "just walked in": an arrival, checked in
+    ("vet", "Nala is here for her booster.", "vet.mark_arrived", {"pet": "Nala"}),
+    ("dental", "the little boy for doctor osei is here his name is oliver wright",
+     "dental.check_in", {"who": "oliver wright"}),
+])
+async def test_arrivals_said_in_everyday_words(embed, plugin: str, text: str, tool: str,
+                                               args: dict) -> None:
+    planner = await _planner(embed, plugin)
+    [(_, picked, planned, _)] = await planner.plan(text)
+    assert picked.name == tool and isinstance(planned, dict)
+    assert {k: planned.get(k) for k in args} == args
+
+
+async def test_never_turned_up_is_no_arrival(embed) -> None:
+    planner = await _planner(embed, "dental")
+    steps = await planner.plan("Kenji Watanabe never turned up for his 3:30 today, take it "
+                               "off as a DNA.")
+    assert not steps or steps[0][1].name != "dental.check_in"

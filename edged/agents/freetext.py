@@ -719,6 +719,10 @@ def _after_role(said: str, tool: Tool, param: str, found: dict[str, Any]) -> str
     lead = set(param.split("_")) | {"member", "customer", "patient", "guest", "client",
                                     "colleague", "staff", "mr.", "user"}
     # "owner is priya raman", "owner: Kwame Mensah", "the owner name is chen wei"
+    if m := re.search(r"(?i)\b(?:his|her|their|the patient's|the customer's|the|my) name(?:'s| is)"
+                      r"\s+(.+)", said):  # "the little boy ... his name is oliver wright"
+        if (name := _name_run(m.group(1).split(), 0, stop=stop)) is not None:
+            return name
     role = set(param.split("_")) - {"name"}
     if _is_pet(tool, param):
         role |= _ANIMALS  # "her rabbit Clover", "his cat Karamel"

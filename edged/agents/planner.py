@@ -422,6 +422,11 @@ _PHRASE_OF: list[tuple[re.Pattern[str], set[str]]] = [
                 r"\bin stock\b|\bhow many\b.*\bleft\b|\brun(?:ning)? out\b|"
                 r"\bis there any\b|\bare there any\b"),
      {"left", "stock", "available", "availability", "level", "quantity"}),
+    (re.compile(r"(?i)\b(?:is|are|'s) (?:here|in)\b(?! (?:the|a|an|my|our)\b)|"
+                r"(?<!never )(?<!not )(?<!n't )(?:\bwalked in\b|\bturned up\b|\bshowed up\b)|"
+                r"\bjust got here\b|"
+                r"\bhas arrived\b|\bhave arrived\b|^arrived\b"),
+     {"arriv", "arrive", "arrival", "check", "checkin"}),
     (re.compile(r"(?i)\bhow much (?:is|are|does|do)\b|"
                 r"\bwhat(?:'s| is| does)\b.*\b(?:cost|price)\b"),
      {"price", "cost", "costs"}),
