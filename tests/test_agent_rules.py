@@ -893,3 +893,14 @@ async def test_never_turned_up_is_no_arrival(embed) -> None:
     steps = await planner.plan("Kenji Watanabe never turned up for his 3:30 today, take it "
                                "off as a DNA.")
     assert not steps or steps[0][1].name != "dental.check_in"
+
+
+@pytest.mark.parametrize(("text", "article"), [
+    ("End the sale on the Bosch cordless drills", "Bosch cordless drills"),
+    ("um can you end the offer on the terracotta pots", "terracotta pots"),
+    ("Stop the discount on HW-20418", "HW-20418"),
+    ("End all the sales", None),  # no article named: every sale, as the tool says
+])
+def test_an_optional_article_is_filled_when_named(text: str, article: str | None) -> None:
+    """Leaving it out ends every sale: an article named must never be dropped."""
+    assert fill(text, TOOLS["hardware.end_sale"]).get("article") == article

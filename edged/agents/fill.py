@@ -197,7 +197,7 @@ def _unit_at(toks: list[str], i: int) -> tuple[str | None, int]:
 def fill(text: str, tool: Tool) -> dict[str, Any]:
     """The arguments the rules find for ``tool`` in ``text`` (words in quotes are the
     message's, never a choice or a yes/no: asked rather than read from the message)."""
-    said = _unquoted(mend(text))
+    said = spoken = _unquoted(mend(text))
     out = slots.fill(said, tool.parameters, tool.aliases)
     info = knowledge.of(tool)
     for p in info.params.values():  # numbers are matched below, with their units
@@ -260,7 +260,7 @@ def fill(text: str, tool: Tool) -> dict[str, Any]:
         # an optional note or message, only when the request marks it ("with a note saying
         # ...", "note extra blanket"); a required one is the planner's (freetext.span)
         if p.kind == "string" and not p.required and not p.choices and not p.time_of_day \
-                and p.name not in out and (note := _optional_text(said, tool, p.name, out)):
+                and p.name not in out and (note := _optional_text(said, tool, p.name, out, spoken)):
             out[p.name] = note
     return out
 
@@ -380,11 +380,16 @@ _NOTE_NAMES = {"note", "notes", "message", "comment", "comments", "details", "de
                "description", "reason", "instructions", "memo", "remark", "remarks"}
 
 
-def _optional_text(said: str, tool: Tool, param: str, found: dict[str, Any]) -> str | None:
+def _optional_text(said: str, tool: Tool, param: str, found: dict[str, Any],
+                   spoken: str = "") -> str | None:
     from . import freetext
 
     if (v := _marked_text(said, param)) is not None:
         return v
+    if freetext._names_thing(tool, param) and not freetext.is_person(tool, param):
+        # "End the sale on the Bosch cordless drills": which article, when one is named
+        thing = freetext.span(spoken or said, tool, param, found)
+        return thing if thing and freetext.plausible(tool, param, thing, found) else None
     if param.lower() not in _NOTE_NAMES:
         return None
     lead = _LEAD_IN.sub("", said.lower())

@@ -128,6 +128,8 @@ def _tidy(value: str | None, text: str, tool: Tool, param: str) -> str | None:
         value = re.sub(r"(?i)^(?:how many|how much|which|what)\s+", "", value) or value
         value = re.sub(r"(?i)^(?:the\s+)?(?:price|cost|stock|level|quantity)\s+of\s+", "",
                        value) or value  # "the price of the Voltarol gel"
+        value = re.sub(r"(?i)^(?:the\s+)?(?:sale|offer|discount|promotion|deal|special)s?\s+"
+                       r"(?:on|for)\s+(?:the\s+)?", "", value) or value  # "offer on the pots"
         value = re.sub(r"(?i)^(?:\d+|a|an|one|two|three|four|five|six|seven|eight|nine|ten|"
                        r"twelve|twenty|a few|some|several)\s+", "", value) or value
         if m := _CONTAINER.match(value):
@@ -885,6 +887,9 @@ def plausible(tool: Tool, param: str, value: str, others: dict[str, Any]) -> boo
                for t in toks if t.lower() not in _NAME_PARTICLES):
             return False
         return True
+    if set(words) <= {"all", "every", "everything", "any", "each", "both", "the", "them", "it",
+                      "those", "these", "of"} and not _MESSAGE.match(param):
+        return False  # "End all the sales": no one thing named
     if _MESSAGE.match(param):
         # a message says something: not one word the tool is described by ("Customer")
         frame = frame_words(tool, param) | _CARRIERS
