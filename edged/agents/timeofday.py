@@ -189,7 +189,7 @@ _CORE = set(_DAYS) | {d + "s" for d in _DAYS[:7]} | set(_MONTHS) | {
 # words that join or qualify them ("next", "at", "between 8 and 10")
 _JOIN = {"next", "this", "coming", "at", "on", "of", "the", "between", "and", "in", "around",
          "about", "early", "late", "mid", "from", "until", "till", "by", "after", "before",
-         "first", "thing"}
+         "first", "thing", "end", "start", "beginning", "middle"}
 _ORDINAL = re.compile(r"^\d{1,2}(?:st|nd|rd|th)$|^(?:first|second|third|fourth|fifth|sixth|"
                       r"seventh|eighth|ninth|tenth|[a-z]+teenth|twentieth|twenty[- ]?\w+|"
                       r"thirtieth|thirty[- ]?first)$")
@@ -230,7 +230,7 @@ def phrase(text: str) -> tuple[int, int] | None:
         """A bare number is a time after "at", "between", "and", "till" ("Saturday at 9")."""
         return i > 0 and toks[i - 1][0] in ("at", "between", "and", "till", "until", "by",
                                             "from", "to") and any(
-            toks[j][0] in _CORE or toks[j][0] in ("at", "between")
+            toks[j][0] in _CORE or (toks[j][0] == "between" and j < i - 1)
             for j in range(max(0, i - 4), i))
 
     best: tuple[int, int] | None = None
@@ -241,7 +241,8 @@ def phrase(text: str) -> tuple[int, int] | None:
             continue
         start = i
         while start > 0 and toks[start - 1][0] in ("next", "this", "coming", "early", "late",
-                                                   "mid", "the"):
+                                                   "mid", "the", "end", "start", "of",
+                                                   "beginning", "middle"):
             start -= 1
         end = i + 1
         while end < len(toks):
