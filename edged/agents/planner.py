@@ -231,6 +231,14 @@ class Planner:
             hits = len(own & said)
             if hits:
                 out[name] = OWN_WORD_BOOST * min(hits, 2)
+        # a word of the tool's name no other tool's name has ("price" in set_price beside
+        # put_on_sale, whose parameter also says price)
+        names = {n: {_stem(w) for w in re.split(r"[._]", n.lower())[1:]} - _STOP
+                 for n in self.tools}
+        for name, words in names.items():
+            only = words - set().union(*(o for m, o in names.items() if m != name))
+            if only & said and not self._own_words().get(name, set()) & only & said:
+                out[name] = out.get(name, 0.0) + OWN_WORD_BOOST / 2
         return out
 
     def _domain_words(self) -> set[str]:
