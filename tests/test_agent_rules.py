@@ -904,3 +904,25 @@ async def test_never_turned_up_is_no_arrival(embed) -> None:
 def test_an_optional_article_is_filled_when_named(text: str, article: str | None) -> None:
     """Leaving it out ends every sale: an article named must never be dropped."""
     assert fill(text, TOOLS["hardware.end_sale"]).get("article") == article
+
+
+@pytest.mark.parametrize(("tool", "text", "param", "expected"), [
+    ("dental.book_appointment", "Could Dr Osei see Kwabena Asante-Mensah on Friday at 4pm? "
+     "It's a root canal.", "patient_name", "Kwabena Asante-Mensah"),
+    ("dental.reschedule", "can you move liam o sullivan to friday at quarter to nine",
+     "patient", "liam o'sullivan"),  # said "o sullivan": O'Sullivan
+])
+def test_names_as_written(tool: str, text: str, param: str, expected: str) -> None:
+    t = TOOLS[tool]
+    got = freetext.fill_texts(text, t, [param], fill(text, t))
+    assert isinstance(got, dict) and got[param] == expected, got
+
+
+async def test_a_quoted_message_names_no_choice_by_meaning(embed) -> None:
+    from edged.agents.meaning import ChoiceMeaning
+
+    meaning = ChoiceMeaning(embed)
+    tool = TOOLS["dental.waiting_room_display"]
+    got = await meaning.choose("Show 'Please switch off your mobile phones' on the TV.",
+                               tool, "mode", {})
+    assert got != "off"

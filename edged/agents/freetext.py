@@ -102,6 +102,17 @@ def span(text: str, tool: Tool, param: str, found: dict[str, Any]) -> str | None
     return _tidy(_span(text, tool, param, found), text, tool, param)
 
 
+def _tidy_name(value: str, text: str) -> str:
+    """A person's name as written: without lowercase words before it in a written request
+    ("see Kwabena Asante-Mensah"); "o connor" said is O'Connor."""
+    toks = value.split()
+    if text != text.lower() and any(t[:1].isupper() for t in toks):
+        while len(toks) > 1 and toks[0][:1].islower() and toks[0].lower() not in _NAME_PARTICLES:
+            toks.pop(0)
+    out = " ".join(toks)
+    return re.sub(r"(?i)\bo\s+([a-z]{3,})\b", lambda m: f"{out[m.start()]}'{m.group(1)}", out)
+
+
 def _tidy(value: str | None, text: str, tool: Tool, param: str) -> str | None:
     """A value found, less what carried it in the sentence."""
     if value:
@@ -120,6 +131,8 @@ def _tidy(value: str | None, text: str, tool: Tool, param: str) -> str | None:
         value = _without_doing(value)  # "borrowing Wolf Hall": the verb that carried it
         if m := _CONTAINER.match(value):
             value = m.group(1)  # "tubes of toothpaste": toothpaste
+    if value and is_person(tool, param):
+        value = _tidy_name(value, text)
     if value and (m := re.match(r"^(.+?)'s\s+(\w+)$", value)) and \
             m.group(2).lower() in frame_words(tool, param) | _choice_words(tool) | _BOOKINGS:
         value = m.group(1)  # "Max's appointment" names Max

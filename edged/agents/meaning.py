@@ -109,8 +109,11 @@ def _glosses(doc: str, labels: list[str]) -> list[tuple[str, str]]:
 def _phrases(text: str, args: dict[str, Any]) -> list[str]:
     """Runs of one to three content words of the request, less the words other arguments
     took (a name, a time)."""
+    from .fill import _unquoted
+
     taken = {w for v in args.values() if isinstance(v, str) for w in slots.words(v)}
-    words = [w for w in slots.words(text) if not re.fullmatch(r"[\d.,:%]+", w)]
+    # (words in quotes are a message's, never a choice: "Show 'please switch off ...'")
+    words = [w for w in slots.words(_unquoted(text)) if not re.fullmatch(r"[\d.,:%]+", w)]
     out: list[str] = []
     for i in range(len(words)):
         for j in range(i + 1, min(len(words), i + _MAX_WORDS) + 1):
