@@ -926,3 +926,22 @@ async def test_a_quoted_message_names_no_choice_by_meaning(embed) -> None:
     got = await meaning.choose("Show 'Please switch off your mobile phones' on the TV.",
                                tool, "mode", {})
     assert got != "off"
+
+
+def test_banknotes_and_numbers_labelled_as_another_thing() -> None:
+    assert fill("give them a tenner in credit on 845520",
+                TOOLS["helpdesk.issue_credit"]).get("amount") == 10
+    status = TOOLS["helpdesk.set_ticket_status"]
+    # the customer's number is no ticket number; "order for 118" still names room 118
+    assert "ticket" not in fill("Can you move the customer on 402138 to the 1 gig package?",
+                                status)
+    assert fill("room service order for 118, a pot of tea",
+                TOOLS["hotel.order_room_service"])["room"] == 118
+
+
+def test_money_and_identifiers_are_never_carried_over_by_a_pronoun() -> None:
+    from edged.agents.recollect import _free_text
+
+    credit = TOOLS["helpdesk.issue_credit"]
+    assert _free_text(credit, "amount") and _free_text(credit, "account")
+    assert not _free_text(TOOLS["home.set_light"], "brightness")

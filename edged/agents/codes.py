@@ -139,3 +139,20 @@ def _label(text: str, code: Code) -> str | None:
             len(before) == 1 or before[-2] in ("can", "could", "please", "you", "to"))):
         return None  # "Restart 559018's router": the command's verb, no label
     return re.sub(r"'s$", "", before[-1])
+
+
+def labelled_elsewhere(text: str, value: float, param: str, doc: str) -> bool:
+    """A whole number taken for an identifier parameter ("ticket: The ticket number") was
+    said as another thing's ("the customer on 402138")."""
+    if not _CODE_PARAM.search(f"{param.replace('_', ' ')} {doc}"):
+        return False
+    keys = {re.sub(r"'s$", "", w) for w in re.findall(r"[a-z']+",
+                                                    f"{param.replace('_', ' ')} {doc}".lower())
+            if len(w) > 2 and w not in ("the", "and", "for", "its", "our", "your")}
+    for m in re.finditer(rf"(?<![\w.]){int(value)}(?![\w.])", text):
+        before = re.findall(r"[a-z']+", text[:m.start()].lower())
+        while before and before[-1] in ("on", "is", "number", "no", "num", "id", "the"):
+            before.pop()  # "the customer on 402138", "account number 402138"
+        if before and re.sub(r"'s$", "", before[-1]) in _LABELS - keys:
+            return True
+    return False

@@ -109,6 +109,12 @@ def quantities(text: str) -> list[Quantity]:
             out.append(Quantity(12.0, None, i, i + 1))
             i += 1
             continue
+        elif t in _NOTES:  # "a tenner in credit", "two fivers"
+            count = out.pop().value if out and out[-1].end == i and not out[-1].unit else 1.0
+            out.append(Quantity(count * _NOTES[t], "currency", start if count == 1 else
+                                i - 1, i + 1))
+            i += 1
+            continue
         else:
             i += 1
             continue
@@ -168,6 +174,7 @@ def _pairs_said(toks: list[str], i: int) -> tuple[float, int, float] | None:
     return None
 
 
+_NOTES = {"fiver": 5.0, "fivers": 5.0, "tenner": 10.0, "tenners": 10.0}  # banknotes said
 _MONEY = {"euro": "currency", "euros": "currency", "dollar": "currency",
           "dollars": "currency", "bucks": "currency", "quid": "currency", "cent": "cent",
           "cents": "cent", "pence": "cent", "p": "cent"}
@@ -239,6 +246,10 @@ def fill(text: str, tool: Tool) -> dict[str, Any]:
         out.update(_numbers(said, numeric, out, {u for u in named if u}))
         for p in numeric:
             v = out.get(p.name)
+            if p.kind == "integer" and isinstance(v, int | float) and \
+                    codes.labelled_elsewhere(said, v, p.name, p.description):
+                out.pop(p.name)  # "move the customer on 402138": no ticket number
+                continue
             if p.signed and isinstance(v, int | float) and v > 0:
                 if _DECREASE.search(said):
                     out[p.name] = -v  # "we sold three": a change of -3

@@ -123,6 +123,9 @@ class Recollection:
 
 
 def _free_text(tool: Tool, name: str) -> bool:
-    """A string without choices or a time format: a name, a title, a message."""
+    """A string without choices or a time format (a name, a title, a message, an account
+    number), or an amount of money: never carried over from the last call by "it" or
+    "them" alone."""
     p = knowledge.of(tool).params.get(name)
-    return p is not None and p.kind == "string" and not p.choices and not p.time_of_day
+    return p is not None and ((p.kind == "string" and not p.choices and not p.time_of_day)
+                              or p.currency)
