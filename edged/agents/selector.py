@@ -61,7 +61,8 @@ class Ranking:
 
 
 _POLITE = {"please", "can", "could", "would", "will", "you", "kindly", "hey", "ok", "okay",
-           "now", "just", "i", "want", "to", "need", "like", "go", "ahead", "and"}
+           "now", "just", "i", "want", "to", "need", "like", "go", "ahead", "and",
+           "let's", "lets", "shall", "maybe"}
 
 
 _QUESTION = {"what", "what's", "whats", "how", "how's", "is", "are", "do", "does", "did",
