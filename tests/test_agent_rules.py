@@ -945,3 +945,12 @@ def test_money_and_identifiers_are_never_carried_over_by_a_pronoun() -> None:
     credit = TOOLS["helpdesk.issue_credit"]
     assert _free_text(credit, "amount") and _free_text(credit, "account")
     assert not _free_text(TOOLS["home.set_light"], "brightness")
+
+
+@pytest.mark.parametrize(("text", "item"), [
+    ("Book in 12.5 kg of 50mm round nails", "50mm round nails"),  # the size is the thing's
+])
+def test_a_size_written_onto_its_thing_stays(text: str, item: str) -> None:
+    tool = TOOLS["hardware.adjust_stock"]
+    got = freetext.fill_texts(text, tool, ["item"], fill(text, tool))
+    assert isinstance(got, dict) and got.get("item") == item, got

@@ -41,7 +41,7 @@ def is_code(name: str, doc: str, kind: str, choices: object) -> bool:
     """The parameter holds an identifier, not a name or a sentence."""
     said = f"{name.replace('_', ' ')} {doc}"
     return kind == "string" and not choices and bool(_CODE_PARAM.search(said)) and \
-        not re.search(r"\bnames?\b|\bwho\b|\bdescri", said, re.I)
+        not re.search(r"\bnam(?:e|es|ed)\b|\bwho\b|\bdescri", said, re.I)
 
 
 def find(text: str) -> list[Code]:

@@ -297,8 +297,10 @@ def _without_frame(text: str, tool: Tool, param: str, found: dict[str, Any], *,
                              "please"}  # "saying please keep dogs on leads": the sign's
     if not _MESSAGE.match(param):
         # the words another argument is described by ("half price" for a discount)
+        # (its first sentence: "What the quantity counts. Rope by the metre; loose nails by
+        # the kilo" does not make "nails" a unit's word)
         frame |= {w for n, d in tool.param_docs.items() if n != param and n in found
-                  for w in slots.words(d) if len(w) > 2}
+                  for w in slots.words(re.split(r"(?<=[.;])\s", d)[0]) if len(w) > 2}
     if not _MESSAGE.match(param):
         frame |= _BOOKINGS  # "cancel the appointment for whiskers"
     other: set[str] = set()
@@ -489,8 +491,10 @@ def _number_tokens(text: str, found: dict[str, Any], param: str, *,
     wi = 0
     for ti, tok in enumerate(text.split()):
         n = len(slots.words(tok))
-        if any(s < wi + n and wi < e for s, e in spans):
-            hits.add(ti)
+        size = re.fullmatch(r"(\d+)(?:\.\d+)?[a-zA-Z]+", _key(tok))
+        if any(s < wi + n and wi < e for s, e in spans) and not (
+                size and float(size.group(1)) not in values):
+            hits.add(ti)  # (a size written onto its thing, "50mm round nails", stays)
         wi += n
     return hits
 
