@@ -954,3 +954,21 @@ def test_a_size_written_onto_its_thing_stays(text: str, item: str) -> None:
     tool = TOOLS["hardware.adjust_stock"]
     got = freetext.fill_texts(text, tool, ["item"], fill(text, tool))
     assert isinstance(got, dict) and got.get("item") == item, got
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    # "+n books stock in, -n books it out": signed; its direction from the verbs
+    ("Five of the 13A plugs came in smashed, write them off",
+     {"change": -5, "item": "13A plugs"}),  # the size is the plugs'; five of them
+    ("Minus 3 on the garden kneelers, we miscounted", {"change": -3, "item": "garden kneelers"}),
+    ("Book in 12.5 kg of 50mm round nails", {"change": 12.5, "unit": "kilos",
+                                             "item": "50mm round nails"}),
+    ("Somebody nicked two padlocks off the display", {"change": -2}),
+])
+def test_stock_changes_in_a_shop(text: str, expected: dict) -> None:
+    from edged.agents.arguments import Arguments
+
+    tools = {n: t for n, t in TOOLS.items() if n.startswith("hardware.")}
+    tool = TOOLS["hardware.adjust_stock"]
+    got = Arguments(tools, pool=None, model=None).complete_args(text, tool) or fill(text, tool)
+    assert {k: got.get(k) for k in expected} == expected, got

@@ -228,6 +228,7 @@ def fill(text: str, tool: Tool) -> dict[str, Any]:
             if v is not None:
                 out[p.name] = v
     said = _times(said, info.params, out)
+    said = _without_sizes(said)
     for p in info.params.values():
         if p.when and p.name not in out and (at := timeofday.phrase(said)) is not None:
             out[p.name] = re.sub(r"(?i)\bafter noon\b", "afternoon", said[at[0]:at[1]])
@@ -322,6 +323,21 @@ def _unquoted(said: str) -> str:
     return said[:m.start()] + " " * (m.end() - m.start()) + said[m.end():]
 
 
+_SIZE = re.compile(r"(?<![\w.])\d+(?:\.\d+)?[a-zA-Z]{1,3}(?=\s+(?!of\b)[a-zA-Z]{3,})")
+
+
+def _without_sizes(said: str) -> str:
+    """Sizes written onto a thing ("five of the 13A plugs", "12.5 kg of 50mm nails") are
+    part of its name, not a quantity, when another number says how many."""
+    sizes = list(_SIZE.finditer(said))
+    if not sizes:
+        return said
+    rest = said
+    for m in reversed(sizes):
+        rest = rest[:m.start()] + " " * (m.end() - m.start()) + rest[m.end():]
+    return rest if quantities(rest) else said
+
+
 def direction_unsaid(text: str, p: Param) -> bool:
     """``p`` is a change either way and the request says neither which ("anna wants six
     buns": in or out?)."""
@@ -331,17 +347,19 @@ def direction_unsaid(text: str, p: Param) -> bool:
 
 
 # a parameter that is a change either way ("positive for stock in, negative for stock out")
-_CHANGE = re.compile(r"\bnegative\b", re.I)
+_CHANGE = re.compile(r"\bnegative\b|\bsigned\b|(?<!\w)[+-]n\b", re.I)
 _INCREASE = re.compile(
     r"\b(add|added|adding|plus|delivered|delivery|deliveries|arrived|came in|come in|got in|"
     r"received|receive|baked|bake|made|make|produced|bought|restock|restocked|stocked|"
     r"in stock|to stock|into stock|put in|brought in|new batch|fresh batch|increase|"
-    r"found|up by|topped up|top up|(?:we|we've|we have|just) got)\b|\bin\s*$", re.I)
+    r"found|up by|topped up|top up|(?:we|we've|we have|just) got|book in|booked in|books in|"
+    r"book it in|returned to stock|back in stock|put it back)\b|\bin\s*$", re.I)
 _DECREASE = re.compile(
     r"\b(sold|sell|selling|used|use up|used up|took|take out|taken|removed?|lost|broke|broken|"
     r"threw away|thrown away|throw away|threw out|throw out|wasted|waste|went into|gone|"
     r"go into|went in|burnt|burned|"
     r"smashed|dropped|wrote off|write off|written off|spoiled|spoilt|expired|damaged|stolen|"
+    r"nicked|pinched|shoplifted|book out|booked out|take off|took off|"
     r"minus|subtract|deduct|reduce|less|fewer|down by|gave away|returned|binned|threw out|"
     r"thrown out|ate)\b", re.I)
 _CLEAR = re.compile(r"^(?:clear|blank|wipe|remove|delete|take down|take off|reset|empty|"

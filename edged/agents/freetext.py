@@ -118,6 +118,9 @@ def _tidy(value: str | None, text: str, tool: Tool, param: str) -> str | None:
     if value:
         value = value.strip(" \u2014\u2013-,;:") or value  # "Tomasz Wiśniewski —"
     if value and not _MESSAGE.match(param):
+        # "the garden kneelers, we miscounted": a clause after a comma is not the thing
+        value = re.sub(r"(?i),\s+(?:we|we've|we're|i|i've|they|he|she|it|it's|that|that's|"
+                       r"which|because|as|since|so|but)\b.*$", "", value) or value
         # "cinnamon buns this morning": when it happened is not part of the thing
         value = _WHEN_TAIL.sub("", value).strip() or value
         value = re.sub(r"(?:\s+(?:in|out|off|up|down|away|home|back))+$", "", value) or value

@@ -168,7 +168,8 @@ def _param(name: str, prop: dict[str, Any], tool: Tool) -> Param:
         level = lo is not None and hi is not None and not _IDENTIFIER.search(name) and \
             not currency
         lo_w, hi_w = _ends(doc, lo, hi, unit) if level else (frozenset(), frozenset())
-        signed = (lo is not None and lo < 0) or bool(re.search(r"\bnegative\b", doc, re.I))
+        signed = (lo is not None and lo < 0) or bool(
+            re.search(r"\bnegative\b|\bsigned\b|(?<!\w)[+-]n\b", doc, re.I))
         return Param(name, kind, doc, required, lo=lo, hi=hi, unit=None if currency else unit,
                      lo_words=lo_w, hi_words=hi_w, currency=currency, signed=signed)
     is_time, day_first = timeofday.wants_time(prop, doc) if kind == "string" else (False, False)
