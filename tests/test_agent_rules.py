@@ -972,3 +972,15 @@ def test_stock_changes_in_a_shop(text: str, expected: dict) -> None:
     tool = TOOLS["hardware.adjust_stock"]
     got = Arguments(tools, pool=None, model=None).complete_args(text, tool) or fill(text, tool)
     assert {k: got.get(k) for k in expected} == expected, got
+
+
+@pytest.mark.parametrize(("tool", "text", "member"), [
+    ("gym.check_in", "uh checking in rob fitzgerald no guests", "rob fitzgerald"),
+    ("gym.record_payment", "Log a payment from Niamh Kelly: 300 euro, bank transfer.",
+     "Niamh Kelly"),  # the name before the colon, the amount after it
+    ("gym.record_payment", "tom byrne payed sixty euro in cash", "tom byrne"),
+])
+def test_members_named_around_the_command(tool: str, text: str, member: str) -> None:
+    t = TOOLS[tool]
+    got = freetext.fill_texts(text, t, ["member"], fill(text, t))
+    assert isinstance(got, dict) and got["member"] == member, got

@@ -159,6 +159,9 @@ def _span(text: str, tool: Tool, param: str, found: dict[str, Any]) -> str | Non
     text = text.strip()
     if (m := _QUOTED.search(text)) and len(_quoted(m).split()) >= 2:
         return _quoted(m)
+    if is_person(tool, param) and _COLON.search(text) and \
+            (name := _name_of(text, tool, param, found)):
+        return name  # "Log a payment from Niamh Kelly: 300 euro": the name before the colon
     m = _COLON.search(text) or (_DASH.search(text) if _MESSAGE.match(param) else None)
     if m:
         tail = _TRAIL.sub("", text[m.end():])
@@ -370,6 +373,8 @@ def _verb_like(word: str, tool: Tool) -> bool:
     the thing instead)."""
     from .selector import tool_leads
 
+    if word.endswith("ing") and len(word) > 5 and _verb_like(word[:-3], tool):
+        return True  # "checking in rob fitzgerald"
     return word in _COMMANDS or word in knowledge.VERBS or word in knowledge.ACTION_VERBS \
         or word in knowledge.QUERY_VERBS or word in _VERBISH or word in _PERSON_VERBS or \
         word in _CARRIERS or word in tool_leads(tool) or word.endswith("ed")
@@ -812,7 +817,8 @@ def _is_pet(tool: Tool, param: str) -> bool:
 _SUBJECT_VERBS = {"wants", "wanted", "would", "ordered", "orders", "needs", "needed", "is",
                   "has", "brought", "returned", "dropped", "came", "asked", "asks", "booked",
                   "called", "rang", "says", "said", "will", "just", "took", "borrowed",
-                  "picked", "paid", "left", "arrived"}
+                  "picked", "paid", "left", "arrived", "payed", "handed", "gave", "sent",
+                  "transferred", "owes", "owed", "bought", "signed"}
 _WHEN_WORDS = {"monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday",
                "today", "tomorrow", "tonight", "noon", "midday", "midnight", "morning",
                "afternoon", "evening", "night", "week", "weekend", "next", "this", "later",
