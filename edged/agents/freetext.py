@@ -188,7 +188,8 @@ def _span(text: str, tool: Tool, param: str, found: dict[str, Any]) -> str | Non
 # ... and, leading a message after its person, these too ("Get Dr Okoye to the desk")
 _ADDRESS_VERBS = knowledge.ADDRESS_VERBS | {"get", "remind", "warn", "alert", "email"}
 _MESSAGE_LEAD = re.compile(
-    r"^(?:(?:uh|um|er|please|urgently|urgent|now|quickly|asap|know|that|saying|and|to|too)\b"
+    r"^(?:(?:uh|um|er|please|urgently|urgent|now|quickly|asap|know|that|saying|say|and|to|"
+    r"too)\b"
     r"[\s,:;-]*|(?:ask|tell|let) (?:him|her|them)(?: know| to| that)?\b[\s,:;-]*)+", re.I)
 
 
