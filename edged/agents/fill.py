@@ -38,6 +38,8 @@ def mend(text: str) -> str:
     out = _FILLERS.sub("", text)
     out = re.sub(r"(^|[\s(])-(?=\d)", r"\1minus ", out)  # "-1" is a number, not a dash
     out = re.sub(r"(\d)'s\b", r"\1", out)  # "303's thermostat"
+    out = re.sub(r"(?i)\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|"
+                 r"teen|ty)'s\b", r"\1", out)  # "thirty-one's up"
     for rx, rep in _MENDS:
         out = rx.sub(rep, out)
     return re.sub(r"\s{2,}", " ", out).strip()
@@ -507,6 +509,20 @@ def _numbers(text: str, params: list[Param], found: dict[str, Any],
     out: dict[str, Any] = {}
     free = list(params)
     used: set[int] = set()
+    words = slots.words(text)
+    # 0. a number said right after a parameter's own name ("order 19", "ticket 88")
+    for p in [p for p in params if not p.currency and not p.unit]:
+        label = set(p.name.lower().split("_")) - {"number", "no", "num", "id", "nr"}
+        for qi, q in enumerate(qs):
+            at = q.start - 1
+            while at >= 0 and words[at] in ("number", "no", "num", "nr", "is"):
+                at -= 1
+            if qi not in used and q.unit is None and not q.fraction and at >= 0 and \
+                    words[at] in label and _fits(q.value, p):
+                out[p.name] = q.value
+                used.add(qi)
+                free.remove(p)
+                break
     for p in [p for p in params if p.currency]:
         got = _money(qs, used, slots.words(text))
         if got is not None:
@@ -526,7 +542,6 @@ def _numbers(text: str, params: list[Param], found: dict[str, Any],
     # 2. plain numbers in order of mention to what is left (never across units)
     plain = {None, "percent"} | (named_units or set())
     rest = [q for qi, q in enumerate(qs) if qi not in used and not q.fraction and q.unit in plain]
-    words = slots.words(text)
     for p in list(free):
         if not rest:
             break
@@ -585,7 +600,7 @@ def _money(qs: list[Quantity], used: set[int], words: list[str]) -> float | None
     """A price said: "2.50", "two ninety nine" (2.99), "3 euros 50", "80 cents"; not a
     count of things ("three loaves")."""
     for qi, q in enumerate(qs):
-        if q.fraction or q.unit not in (None, "currency", "cent", "pound") or \
+        if qi in used or q.fraction or q.unit not in (None, "currency", "cent", "pound") or \
                 counts_things(words, q):
             continue
         used.add(qi)

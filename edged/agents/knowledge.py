@@ -52,6 +52,12 @@ POLARITY: dict[str, tuple[frozenset[str], frozenset[str]]] = {
                            "falling apart", "coffee stain", "water damage"}),
                 frozenset({"undamaged", "perfect condition", "good condition", "intact",
                            "no damage", "fine condition", "mint condition", "good as new"})),
+    "available": (frozenset({"available", "back on", "back in", "in stock", "on the menu",
+                             "back on the menu", "on again", "restocked", "we have",
+                             "we've got"}),
+                  frozenset({"unavailable", "sold out", "out of", "off the menu", "86",
+                             "eighty six", "eighty-six", "run out", "ran out", "gone",
+                             "no more", "finished", "take off", "not available"})),
     "urgent": (frozenset({"urgent", "urgently", "emergency", "asap", "immediately",
                           "right away", "right now", "priority"}),
                frozenset({"non urgent", "not urgent", "no rush", "whenever", "routine"})),
@@ -61,6 +67,7 @@ _NAME_GROUP = {"on": "power", "running": "power", "run": "power", "power": "powe
                "locked": "lock", "lock": "lock", "armed": "arm", "arm": "arm",
                "enabled": "enable", "enable": "enable", "lit": "enable", "muted": "mute",
                "mute": "mute", "urgent": "urgent", "damaged": "damaged", "damage": "damaged",
+               "available": "available", "in_stock": "available", "on_menu": "available",
                "broken": "damaged"}
 _CONTRAST = re.compile(r"\b(?:instead|rather|otherwise|unless|except|not|but)\b")
 _TRUE_CLAUSE = re.compile(r"\btrue\b([^.,;()]*)", re.I)
