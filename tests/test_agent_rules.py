@@ -984,3 +984,22 @@ def test_members_named_around_the_command(tool: str, text: str, member: str) -> 
     t = TOOLS[tool]
     got = freetext.fill_texts(text, t, ["member"], fill(text, t))
     assert isinstance(got, dict) and got["member"] == member, got
+
+
+@pytest.mark.parametrize(("tool", "text", "expected"), [
+    # a number plate in two groups; a size onto a thing that is a quantity's unit
+    ("garage.job_done", "KX19 LMN is done, ready for collection", {"plate": "KX19 LMN"}),
+    ("garage.move_lift", "Raise bay 3 to 1200mm please", {"bay": "bay 3", "height_mm": 1200}),
+    # a unit choice's quantity before a bare number in the thing's name
+    ("garage.order_part", "Order two litres of DOT 4 brake fluid",
+     {"quantity": 2, "unit": "litres"}),
+    # the command in the first sentence; what follows describes
+    ("garage.switch_equipment", "Could you switch the parts washer off please? It's been "
+     "left running all weekend.", {"unit": "parts washer", "running": False}),
+    # "down to a quarter" is a quarter open
+    ("garage.set_roller_door", "can you bring the main door down to about a quarter",
+     {"open_pct": 25}),
+])
+def test_workshop_plates_sizes_and_directions(tool: str, text: str, expected: dict) -> None:
+    got = fill(text, TOOLS[tool])
+    assert {k: got.get(k) for k in expected} == expected, got

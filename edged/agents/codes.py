@@ -86,7 +86,15 @@ def find(text: str) -> list[Code]:
             value = m.group(1).rstrip("-")
             n_digits = sum(c.isdigit() for c in value)
             if n_digits >= 3 or (n_digits and any(c.isalpha() for c in value)):
-                out.append(Code(value, start, start + len(tok.rstrip(".,:;!?)"))))
+                end = start + len(tok.rstrip(".,:;!?)"))
+                if value[:1].isalpha() and value.isupper() and tok[-1:].isalnum() and \
+                        i + 1 < len(toks) and re.fullmatch(r"[A-Z]{2,3}",
+                                                           toks[i + 1][0].rstrip(".,:;!?")):
+                    # a number plate written in two groups: "AB12 CDE"
+                    value = f"{value} {toks[i + 1][0].rstrip('.,:;!?')}"
+                    end = toks[i + 1][1] + len(toks[i + 1][0].rstrip(".,:;!?"))
+                    i += 1
+                out.append(Code(value, start, end))
         i += 1
     return out
 

@@ -325,7 +325,9 @@ def _unquoted(said: str) -> str:
     return said[:m.start()] + " " * (m.end() - m.start()) + said[m.end():]
 
 
-_SIZE = re.compile(r"(?<![\w.])\d+(?:\.\d+)?[a-zA-Z]{1,3}(?=\s+(?!of\b)[a-zA-Z]{3,})")
+_SIZE = re.compile(r"(?<![\w.])\d+(?:\.\d+)?[a-zA-Z]{1,3}(?=\s+(?!(?:of|please|and|for|now|"
+                   r"then|thanks|each|per|off|the|too|as|with|from|into|onto|at|to|in|on)\b)"
+                   r"[a-zA-Z]{3,})")
 
 
 def _without_sizes(said: str) -> str:
@@ -468,6 +470,11 @@ def polarity(text: str, p: Param, nouns: frozenset[str] = frozenset()) -> bool |
     """True or False from the last verb that decides it ("turn it off, no, on": on);
     a negation within five words before flips it ("don't stop the pump"). A word that also
     names the tool's object ("light") decides only as the command's verb."""
+    first = re.split(r"(?<=[.?!])\s+(?=[A-Z])", text.strip(), maxsplit=1)
+    if len(first) > 1 and polarity(first[0], p, nouns) is not None:
+        # "Switch the washer off please? It's been left running all weekend": the command
+        # is in the first sentence; what follows describes
+        return polarity(first[0], p, nouns)
     low = " ".join(slots.words(text))
     verb_at = len(_LEAD_IN.match(low).group(0))  # type: ignore[union-attr]
     hits: list[tuple[int, int, bool, str]] = []  # (position, -length, meaning, phrase)
@@ -550,6 +557,8 @@ def _numbers(text: str, params: list[Param], found: dict[str, Any],
                                        q.unit is None and counts_things(words, q))]
         if not can:
             continue
+        if named_units and any(q.unit in named_units for q in can):
+            can = [q for q in can if q.unit in named_units]  # "two litres of DOT 4 fluid"
         fitting = [q for q in can if _fits(q.value, p) or (q.alt is not None and
                                                            _fits(q.alt, p))]
         pool = fitting or can  # none fits: keep one, so the tool is seen not to fit
@@ -648,7 +657,10 @@ def _range_words(text: str, p: Param, frac: Quantity | None) -> float | None:
             value = share * 100  # "half price" is 50 percent off, whatever the range
         else:
             value = p.lo + share * span
-        if last_lo > last_hi:  # "three quarters closed": measured from the open end
+        if last_lo > last_hi and not re.search(
+                r"\bto (?:about |around |roughly |only )?(?:a |one |two )?(?:quarter|third|"
+                r"half|halfway)", low):  # "three quarters closed": from the open end;
+            # "down to a quarter" is a quarter open
             value = p.hi - share * span if not p.percent_like else 100 - share * 100
         if p.unit == "percent" and not p.lo <= value <= p.hi:
             return None  # a share the range cannot take: asked, never clamped
