@@ -1003,3 +1003,16 @@ def test_members_named_around_the_command(tool: str, text: str, member: str) -> 
 def test_workshop_plates_sizes_and_directions(tool: str, text: str, expected: dict) -> None:
     got = fill(text, TOOLS[tool])
     assert {k: got.get(k) for k in expected} == expected, got
+
+
+@pytest.mark.parametrize(("tool", "text", "expected"), [
+    ("garage.move_lift", "lift two up", {"bay": "bay 2", "travel": "up"}),
+    # a number beside no lift names no bay ("Urgent one: cam belt kit")
+    ("garage.move_lift", "Urgent one: cam belt kit for the Transit", {"bay": None}),
+    ("garage.set_heater", "Heater to 21 until further notice.", {"celsius": 21}),
+    ("garage.job_done", "WP15 OZS ready to go. Note for the customer: air con regassed, "
+     "no leaks found.", {"note": "air con regassed, no leaks found"}),
+])
+def test_numbered_choices_counts_and_notes(tool: str, text: str, expected: dict) -> None:
+    got = fill(text, TOOLS[tool])
+    assert {k: got.get(k) for k in expected} == expected, got

@@ -268,6 +268,9 @@ def fill(text: str, tool: Tool) -> dict[str, Any]:
         elif p.choices and p.required and p.name not in out and \
                 (c := _head_word_choice(said, p)) is not None:
             out[p.name] = c  # "the hall is dark": the one choice ending in "hall"
+        elif p.choices and p.required and p.name not in out and \
+                (c := _number_choice(said, p, tool)) is not None:
+            out[p.name] = c  # "lift two up": the one choice numbered two
         if p.clears and p.name not in out and _CLEAR.match(_LEAD_IN.sub("", said.lower())):
             out[p.name] = ""  # "clear the display": its empty value
     for p in info.params.values():
@@ -393,6 +396,23 @@ def _unit_choice(said: str, p: Param) -> str | None:
     return None
 
 
+def _number_choice(said: str, p: Param, tool: Tool) -> str | None:
+    """A required choice told apart by its number ("bay 1" .. "bay 3") named by the number
+    said right after the tool's thing ("lift two up"), when that names exactly one."""
+    numbered = {int(m.group(0)): str(c) for c in p.choices or ()
+                if (m := re.search(r"\d+", str(c)))}
+    if len(numbered) < 2:
+        return None
+    nouns = {w for w in tool.short_name.lower().split("_") if len(w) > 2}
+    nouns |= {w + "s" for w in nouns}
+    words = slots.words(said)
+    said_small = {int(q.value) for q in quantities(said)
+                  if q.unit is None and q.value == int(q.value) and 0 < q.value <= 20 and
+                  q.start > 0 and words[q.start - 1] in nouns}
+    hits = [numbered[n] for n in said_small if n in numbered]
+    return hits[0] if len(hits) == 1 and len(said_small) == 1 else None
+
+
 def _head_word_choice(said: str, p: Param) -> str | None:
     """A required choice of several words named by its last word alone, when no other
     choice has that word ("the hall" -> "sports hall"; "court" names none of three courts)."""
@@ -442,6 +462,8 @@ def _marked_text(text: str, param: str) -> str | None:
     m = re.search(rf"\b{re.escape(name)}s?\b\s*(?:saying|that says|reading|:)?\s*", text, re.I)
     if m is not None and m.end() < len(text):
         tail = text[m.end():].strip(" ,.:;!?\"'")
+        if (c := re.match(r"^(?:\S+\s+){0,4}?\S+:\s+(.+)$", tail)) is not None:
+            tail = c.group(1)  # "Note for the customer: air con regassed"
         inner = marked(tail) or tail
         return inner or None
     return marked(text) if re.search(r"\b(saying|that says|to read)\b", text, re.I) else None
@@ -589,7 +611,8 @@ def _numbers(text: str, params: list[Param], found: dict[str, Any],
 _NOT_THINGS = {"of", "and", "to", "at", "for", "in", "on", "by", "or", "with", "from",
                "percent", "off", "each", "now", "please", "today", "then", "a", "an", "the",
                "is", "are", "was", "o'clock", "am", "pm", "per", "more", "less", "minus",
-               "plus", "point", "degrees", "euros", "euro", "cents", "back"}
+               "plus", "point", "degrees", "euros", "euro", "cents", "back", "until", "till",
+               "tonight", "tomorrow", "again", "instead"}
 
 
 def counts_things(words: list[str], q: Quantity) -> bool:

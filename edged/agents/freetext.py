@@ -89,7 +89,7 @@ _CATALOGUE = re.compile(r"^(item|items?_name|product|article|sku|dish|drink|ingr
 _CONTAINER = re.compile(r"(?i)^(?:tubes?|box(?:es)?|bottles?|packs?|packets?|bags?|tubs?|jars?|"
                         r"cans?|cartons?|sacks?|crates?|cases?|rolls?|bars?|loaves|"
                         r"kilos?|kilograms?|grams?|litres?|liters?|pieces?|dozen|units?|"
-                        r"sheets?|tins?|pots?|trays?)\s+of\s+(.+)$")
+                        r"sheets?|tins?|pots?|trays?|sets?|pairs?)\s+of\s+(.+)$")
 _WHEN_TAIL = re.compile(
     r"(?:\s+(?:this|last|yesterday|tomorrow) (?:morning|afternoon|evening|night)|"
     r"\s+(?:this|next) (?:week|weekend|month)|"
