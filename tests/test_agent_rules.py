@@ -1016,3 +1016,11 @@ def test_workshop_plates_sizes_and_directions(tool: str, text: str, expected: di
 def test_numbered_choices_counts_and_notes(tool: str, text: str, expected: dict) -> None:
     got = fill(text, TOOLS[tool])
     assert {k: got.get(k) for k in expected} == expected, got
+
+
+def test_job_labels_stand_for_one_another() -> None:
+    """"order 42" for a ticket number; an account's number is still no ticket's."""
+    call = TOOLS["takeaway.call_order"]
+    assert fill("Order 42's up", call)["ticket_no"] == 42
+    assert "ticket" not in fill("the customer on 402138 wants the 1 gig package",
+                                TOOLS["helpdesk.set_ticket_status"])

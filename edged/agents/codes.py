@@ -115,12 +115,23 @@ def pick(codes: list[Code], text: str, param: str, doc: str) -> Code | None:
     keys = {re.sub(r"'s$", "", w) for w in re.findall(r"[a-z']+",
                                                     f"{param.replace('_', ' ')} {doc}".lower())
             if len(w) > 2}
-    codes = [c for c in codes if _label(text, c) not in _LABELS - keys]
+    codes = [c for c in codes if not _foreign(_label(text, c), keys)]
     if len(codes) == 1:
         return codes[0]
     near = [c for c in codes
             if set(re.findall(r"[a-z]+", text[max(0, c.start - 20):c.start].lower())) & keys]
     return near[0] if len(near) == 1 else None
+
+
+# labels of one job, often said for one another ("order 42" for a ticket number)
+_JOBISH = {"ticket", "order", "invoice", "booking", "reservation", "case", "job", "receipt",
+           "transaction", "payment"}
+
+
+def _foreign(label: str | None, keys: set[str]) -> bool:
+    """``label`` names another kind of thing than the parameter described by ``keys``."""
+    return label is not None and label in _LABELS - keys and not (
+        label in _JOBISH and keys & _JOBISH)
 
 
 # words that say what a number identifies ("ticket 3198", "order 8120455")
@@ -161,6 +172,6 @@ def labelled_elsewhere(text: str, value: float, param: str, doc: str) -> bool:
         before = re.findall(r"[a-z']+", text[:m.start()].lower())
         while before and before[-1] in ("on", "is", "number", "no", "num", "id", "the"):
             before.pop()  # "the customer on 402138", "account number 402138"
-        if before and re.sub(r"'s$", "", before[-1]) in _LABELS - keys:
+        if before and _foreign(re.sub(r"'s$", "", before[-1]), keys):
             return True
     return False

@@ -105,7 +105,7 @@ def span(text: str, tool: Tool, param: str, found: dict[str, Any]) -> str | None
 def _tidy_name(value: str, text: str) -> str:
     """A person's name as written: without lowercase words before it in a written request
     ("see Kwabena Asante-Mensah"); "o connor" said is O'Connor."""
-    toks = value.split()
+    toks = [t for t in value.split() if t.lower() not in ("um", "uh", "er", "erm")]
     if text != text.lower() and any(t[:1].isupper() for t in toks):
         while len(toks) > 1 and toks[0][:1].islower() and toks[0].lower() not in _NAME_PARTICLES:
             toks.pop(0)
@@ -550,7 +550,7 @@ def _names_thing(tool: Tool, param: str) -> bool:
     named = re.match(r"(?i)(?:the |a |an )?([\w-]+)'s (?:full |first )?name\b", doc)
     return bool(_CATALOGUE.match(param) or (named and named.group(1).lower() in _THINGS) or
                 set(param.lower().split("_")) & {"item", "product", "article", "sku"} or
-                re.match(r"(?i)(?:the |a |an )?(?:sku|barcode|product|article|item)s?\b", doc))
+                re.match(r"(?i)(?:\w+ ){0,2}?(?:sku|barcode|product|article|item|dish)s?\b", doc))
 
 
 # "The product's name" names a thing, not someone
