@@ -29,7 +29,8 @@ _CARRIERS = {"please", "can", "could", "would", "will", "you", "i", "me", "us", 
              "over", "by", "go", "do", "please,", "kindly", "be", "there's", "have", "has",
              "they", "he", "she", "they're", "he's", "she's", "under", "named", "called",
              "about", "regarding", "re", "as", "per", "after", "before", "behind", "aside",
-             "off", "let's", "lets", "too", "got", "any", "left", "still"}
+             "off", "let's", "lets", "too", "got", "any", "left", "still", "how", "what",
+             "what's", "which", "many", "much"}
 _MARKER = re.compile(r"(?:^|\s)(saying|that says|which says|(?:to|two|too) say|that reads|"
                      r"(?:sign|display|screen|board|speakers?|pa|tannoy) (?:say|says|read|show)|"
                      r"(?:to|two|too) read|"
