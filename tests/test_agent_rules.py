@@ -1024,3 +1024,14 @@ def test_job_labels_stand_for_one_another() -> None:
     assert fill("Order 42's up", call)["ticket_no"] == 42
     assert "ticket" not in fill("the customer on 402138 wants the 1 gig package",
                                 TOOLS["helpdesk.set_ticket_status"])
+
+
+def test_a_plate_and_a_phone_in_one_booking() -> None:
+    """The plate by the shape of the description's example ("AB12 CDE"), the phone by its
+    groups; a heading ("New booking:") labels nothing."""
+    got = fill("New booking: LF70 BXA, timing belt, 14 March 08:00, customer on 07700 900123.",
+               TOOLS["garage.book_in"])
+    assert got["registration"] == "LF70 BXA" and got["customer_phone"] == "07700900123"
+    assert got["when"] == "14 March 08:00" and got["job"] == "timing belt"
+    assert fill("Interim service for sn23 vua, tuesday 1pm",
+                TOOLS["garage.book_in"])["registration"] == "sn23 vua"

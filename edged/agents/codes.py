@@ -53,10 +53,11 @@ def find(text: str) -> list[Code]:
     while i < len(toks):
         tok, start, end = toks[i]
         bare = tok.rstrip(".,:;!?")
-        if re.fullmatch(r"\d{2,4}", bare):  # "55 18 09": groups read out
+        group = r"\d{2,6}" if bare.startswith("0") else r"\d{2,4}"  # (a phone: "07700 900123")
+        if re.fullmatch(group, bare):  # "55 18 09": groups read out
             j = i
             parts: list[str] = []
-            while j < len(toks) and re.fullmatch(r"\d{2,4}", toks[j][0].rstrip(".,:;!?")):
+            while j < len(toks) and re.fullmatch(group, toks[j][0].rstrip(".,:;!?")):
                 parts.append(toks[j][0].rstrip(".,:;!?"))
                 j += 1
             if len(parts) > 1 and sum(map(len, parts)) >= 5 and not _unit_after(toks, j):
@@ -87,9 +88,11 @@ def find(text: str) -> list[Code]:
             n_digits = sum(c.isdigit() for c in value)
             if n_digits >= 3 or (n_digits and any(c.isalpha() for c in value)):
                 end = start + len(tok.rstrip(".,:;!?)"))
-                if value[:1].isalpha() and value.isupper() and tok[-1:].isalnum() and \
-                        i + 1 < len(toks) and re.fullmatch(r"[A-Z]{2,3}",
-                                                           toks[i + 1][0].rstrip(".,:;!?")):
+                nxt = toks[i + 1][0].rstrip(".,:;!?") if i + 1 < len(toks) else ""
+                if value[:1].isalpha() and tok[-1:].isalnum() and (
+                        (value.isupper() and re.fullmatch(r"[A-Z]{2,3}", nxt)) or
+                        (re.fullmatch(r"[a-z]{2}\d{2}", value) and re.fullmatch(r"[a-z]{3}", nxt)
+                         and nxt not in _NOT_PLATE)):
                     # a number plate written in two groups: "AB12 CDE"
                     value = f"{value} {toks[i + 1][0].rstrip('.,:;!?')}"
                     end = toks[i + 1][1] + len(toks[i + 1][0].rstrip(".,:;!?"))
@@ -97,6 +100,12 @@ def find(text: str) -> list[Code]:
                 out.append(Code(value, start, end))
         i += 1
     return out
+
+
+# three-letter words that do not end a plate written in lower case ("sn23 vua" does)
+_NOT_PLATE = {"the", "and", "for", "are", "was", "has", "had", "can", "you", "its", "now",
+              "too", "any", "all", "but", "not", "off", "out", "due", "set", "get", "put",
+              "mot", "tue", "wed", "thu", "fri", "sat", "sun", "mon", "pls", "asap"}
 
 
 def _unit_after(toks: list[tuple[str, int, int]], j: int) -> bool:
@@ -118,6 +127,9 @@ def pick(codes: list[Code], text: str, param: str, doc: str) -> Code | None:
     codes = [c for c in codes if not _foreign(_label(text, c), keys)]
     if len(codes) == 1:
         return codes[0]
+    shapes = {_shape(c.value) for c in find(doc)}  # the description's own example
+    if shapes and len(same := [c for c in codes if _shape(c.value) in shapes]) == 1:
+        return same[0]  # "e.g. "AB12 CDE"": the plate, not the phone number
     near = [c for c in codes
             if set(re.findall(r"[a-z]+", text[max(0, c.start - 20):c.start].lower())) & keys]
     return near[0] if len(near) == 1 else None
@@ -145,12 +157,19 @@ _VERBS = {"give", "credit", "issue", "bring", "pull", "test", "diagnose", "resol
           "close", "escalate", "ping", "try", "do"}  # with knowledge's action and query verbs
 
 
+def _shape(value: str) -> str:
+    """"AB12 CDE" -> "AA99 AAA"."""
+    return re.sub(r"\d", "9", re.sub(r"[A-Za-z]", "A", value))
+
+
 def _label(text: str, code: Code) -> str | None:
     """The word naming what the identifier is ("ticket" in "ticket #3301", "order" in
     "order number 7731906"), or None."""
     from .knowledge import ACTION_VERBS, QUERY_VERBS  # (knowledge imports this module)
 
     verbs = _VERBS | ACTION_VERBS | QUERY_VERBS
+    if re.search(r":\s*$", text[:code.start]):
+        return None  # "New booking: LF70 BXA": a heading, not a label
     before = re.findall(r"[a-z']+", text[:code.start].lower())
     while before and before[-1] in ("number", "no", "num", "id"):
         before.pop()
