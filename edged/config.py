@@ -148,10 +148,19 @@ class ModelConfig(_Section, frozen=True):
     # yes for openai backends (Ollama, llama.cpp server, vLLM...), no for local files (the
     # bundled 135M model only fills tool arguments; set true for a local 1-3B instruct model)
     chat: bool | None = None
+    # the rules ask the model a constrained question (which of two close tools; a span or a
+    # number said, for an open argument) before they ask the user; unset: the models that
+    # talk. The bundled 135M model does not: measured on seven development sets its answers
+    # cost more right calls (and ran more wrong ones) than they saved
+    assist: bool | None = None
 
     @property
     def talks(self) -> bool:
         return self.chat if self.chat is not None else self.backend == "openai"
+
+    @property
+    def assists(self) -> bool:
+        return self.assist if self.assist is not None else self.talks
 
 
 class ResourcesConfig(_Section, frozen=True):

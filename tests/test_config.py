@@ -387,3 +387,17 @@ def test_agent_tiers_and_chat_keys_name_their_path() -> None:
         {**base, "agents": {"house": {"model": "small", "answer_tokens": 5}}})
     assert "models.lan.chat" in error_of(
         {"models": {"lan": {"backend": "openai", "chat": "yes"}}})
+
+
+def test_a_model_assists_the_rules_only_when_it_talks_or_is_told_to() -> None:
+    """The bundled 135M model is not asked to pick tools or fill spans (measured worse than
+    asking the user); a talking model is; either can be set."""
+    models = {"small": {"backend": "llama_cpp", "path": "bundled:smollm2-135m"},
+              "lan": {"backend": "openai", "base_url": "http://h:1/v1"},
+              "local3b": {"backend": "llama_cpp", "path": "x.gguf", "chat": True},
+              "forced": {"backend": "llama_cpp", "path": "x.gguf", "assist": True},
+              "quiet": {"backend": "openai", "base_url": "http://h:1/v1", "assist": False}}
+    cfg = loads_dict({"models": models})
+    assert [cfg.models[m].assists for m in models] == [False, True, True, True, False]
+    assert "models.small.assist" in error_of(
+        {"models": {"small": {"backend": "llama_cpp", "assist": "sometimes"}}})

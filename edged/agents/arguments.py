@@ -27,8 +27,9 @@ class Arguments:
 
     def __init__(self, tools: dict[str, Tool], *, pool: ModelPool | None, model: str | None,
                  model_for: Callable[[str], str] | None = None,
-                 meaning: ChoiceMeaning | None = None) -> None:
+                 meaning: ChoiceMeaning | None = None, assist: bool = True) -> None:
         self.tools = tools
+        self.assist = assist  # the model may fill what the rules leave open
         self.pool = pool
         self.model = model
         self._model_for = model_for
@@ -172,6 +173,8 @@ class Arguments:
                 return known
             except ArgumentError:
                 return f"Sorry, I couldn't work out the arguments for {tool.short_name}."
+        if not self.assist:  # (a model that answers worse than the user would: ask)
+            return f"Which {', '.join(missing)} do you mean?"
         prompt = _few_shot(tool, missing, text)
         model = self._model_for(self.model) if self._model_for else self.model
         try:

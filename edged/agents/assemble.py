@@ -61,6 +61,7 @@ async def build_agents(agents: Mapping[str, AgentConfig], *, runner: ToolRunner,
         agent = ToolAgent(
             name, acfg, runner=runner, index=index, pool=pool,
             model=tiers[0].alias if tiers else None,
+            assist=bool(tiers) and models[tiers[0].alias].assists,
             model_for=partial(governor.model_for, low_power_model=acfg.low_power_model),
             memory=memory, escalator=escalator,
             tiers=Tiers(tiers, pool, cap=governor.tier_cap))

@@ -63,8 +63,9 @@ class Planner:
     def __init__(self, tools: dict[str, Tool], index: CentroidIndex, *,
                  pool: ModelPool | None, model: str | None,
                  model_for: Callable[[str], str] | None = None,
-                 cloud_pick: bool = False) -> None:
+                 cloud_pick: bool = False, assist: bool = True) -> None:
         self.tools = tools
+        self.assist = assist  # the model may pick among close tools (ModelConfig.assist)
         self.index = index
         self.pool = pool
         self.model = model
@@ -74,6 +75,7 @@ class Planner:
         self._domain: set[str] | None = None
         # the arguments' side: rules, free text, choices by meaning, the model's question
         self.args = Arguments(tools, pool=pool, model=model, model_for=model_for,
+                              assist=assist,
                               meaning=ChoiceMeaning(index.embed) if index is not None
                               else None)
         self.meaning = self.args.meaning
@@ -349,7 +351,7 @@ class Planner:
         """The best two are close: let the model choose among them (a constrained choice).
         (Offered "none of these", the 135M model took it for right answers too: the choice
         is checked against the request's words instead, see ``grounded``.)"""
-        if len(names) < 2 or self.pool is None or self.model is None:
+        if len(names) < 2 or self.pool is None or self.model is None or not self.assist:
             return None
         cloud = self.cloud_pick
         options = "\n".join(f"- {n}: {self.tools[n].description}" for n in names)

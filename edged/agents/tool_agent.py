@@ -59,7 +59,8 @@ class ToolAgent:
                  pool: ModelPool | None, model: str | None,
                  model_for: Callable[[str], str] | None = None,
                  escalator: Escalator | None = None,
-                 memory: Memory | None = None, tiers: Tiers | None = None) -> None:
+                 memory: Memory | None = None, tiers: Tiers | None = None,
+                 assist: bool = True) -> None:
         self.name = name
         self.cfg = cfg
         self.runner = runner
@@ -74,7 +75,7 @@ class ToolAgent:
         # the model tiers (see tiers.py): the rules pipeline runs on the cheapest
         self.tiers = tiers or Tiers([], pool)
         self.planner = Planner(
-            self.tools, index, pool=pool, model=model, model_for=model_for,
+            self.tools, index, pool=pool, model=model, model_for=model_for, assist=assist,
             cloud_pick=escalator is not None and escalator.cfg.enabled
             and cfg.escalate != "never")
         self.recollect = Recollection(self.planner, memory if cfg.memory else None)
