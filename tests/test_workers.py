@@ -347,6 +347,8 @@ def _house_extra(tmp_path: Path) -> str:
         lines.append(f"[models.{alias}]")
         lines += [f"{k} = {json.dumps(v)}" for k, v in m.items() if k != "threads"]
         lines.append("threads = 1")
+        # these tests need the model called: the bundled model only assists when told to
+        lines.append("assist = true")
     lines.append(f'[plugins]\ndirs = ["{ROOT / "plugins"}"]')
     lines.append(f'[router]\ndefault_agent = "{house["router"]["default_agent"]}"')
     lines.append(f'[memory]\npath = "{tmp_path / "memory.db"}"')
