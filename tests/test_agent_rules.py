@@ -1035,3 +1035,12 @@ def test_a_plate_and_a_phone_in_one_booking() -> None:
     assert got["when"] == "14 March 08:00" and got["job"] == "timing belt"
     assert fill("Interim service for sn23 vua, tuesday 1pm",
                 TOOLS["garage.book_in"])["registration"] == "sn23 vua"
+
+
+def test_twice_is_two_and_a_count_is_no_part_of_a_thing() -> None:
+    assert fill("Ticket 88 ready for collection, say it twice",
+                TOOLS["takeaway.call_order"]) == {"ticket_no": 88, "repeat": 2}
+    tool = TOOLS["takeaway.portions_left"]
+    text = "Check the garlic bread count"
+    assert freetext.fill_texts(text, tool, ["item"], fill(text, tool)) == {
+        "item": "garlic bread"}

@@ -111,6 +111,10 @@ def quantities(text: str) -> list[Quantity]:
             out.append(Quantity(12.0, None, i, i + 1))
             i += 1
             continue
+        elif t in ("once", "twice", "thrice"):  # "say it twice"
+            out.append(Quantity({"once": 1.0, "twice": 2.0, "thrice": 3.0}[t], None, i, i + 1))
+            i += 1
+            continue
         elif t in _NOTES:  # "a tenner in credit", "two fivers"
             count = out.pop().value if out and out[-1].end == i and not out[-1].unit else 1.0
             out.append(Quantity(count * _NOTES[t], "currency", start if count == 1 else

@@ -145,6 +145,7 @@ def _tidy(value: str | None, text: str, tool: Tool, param: str) -> str | None:
         value = re.sub(r"(?i)^(?:how many|how much|which|what)\s+", "", value) or value
         value = re.sub(r"(?i)^(?:the\s+)?(?:price|cost|stock|level|quantity)\s+of\s+", "",
                        value) or value  # "the price of the Voltarol gel"
+        value = re.sub(r"(?i)\s+(?:count|level|stock|total|price)$", "", value) or value
         value = re.sub(r"(?i)^(?:the\s+)?(?:sale|offer|discount|promotion|deal|special)s?\s+"
                        r"(?:on|for)\s+(?:the\s+)?", "", value) or value  # "offer on the pots"
         value = re.sub(r"(?i)^(?:\d+|a|an|one|two|three|four|five|six|seven|eight|nine|ten|"
