@@ -1044,3 +1044,18 @@ def test_twice_is_two_and_a_count_is_no_part_of_a_thing() -> None:
     text = "Check the garlic bread count"
     assert freetext.fill_texts(text, tool, ["item"], fill(text, tool)) == {
         "item": "garlic bread"}
+
+
+@pytest.mark.parametrize(("plugin", "text", "tool"), [
+    # "tell X ...", "ping X ...": the one tool that can address someone, even when the
+    # message says "is here" or names a pet
+    ("vet", "uh tell the groomer that lolas owner is here too collect her", "vet.call_staff"),
+    ("vet", "okay so ping nurse kim and ask her to bring the scales to room two",
+     "vet.call_staff"),
+])
+async def test_an_addressed_request_goes_to_the_tool_that_addresses(embed, plugin: str,
+                                                                    text: str,
+                                                                    tool: str) -> None:
+    planner = await _planner(embed, plugin)
+    [(_, picked, _, _)] = await planner.plan(text)
+    assert picked.name == tool

@@ -233,6 +233,13 @@ class Planner:
             hits = len(own & said)
             if hits:
                 out[name] = OWN_WORD_BOOST * min(hits, 2)
+        # "tell the hygienist ...", "ping nurse kim ...": the one tool that can address
+        # someone
+        lead = lead_word(re.sub(r"(?i)\b(?:so|right|well|alright)\b,?", " ", fill.mend(text)))
+        if lead in knowledge.ADDRESS_VERBS:
+            addressing = [n for n, t in self.tools.items() if lead in knowledge.address_leads(t)]
+            if len(addressing) == 1:
+                out[addressing[0]] = out.get(addressing[0], 0.0) + 2 * OWN_WORD_BOOST
         # a word of the tool's name no other tool's name has ("price" in set_price beside
         # put_on_sale, whose parameter also says price)
         names = {n: {_stem(w) for w in re.split(r"[._]", n.lower())[1:]} - _STOP
@@ -419,9 +426,13 @@ def _said_stems(text: str) -> set[str]:
     and the plain words of an everyday phrase ("have we got any" asks what is left)."""
     said = fill.mend(text)
     stems = {_stem(w) for w in slots.words(said)}
-    for rx, words in _PHRASE_OF:
-        if rx.search(said):
-            stems |= words
+    # (only the command's own words: "tell the groomer that lola's owner is here" is no
+    # arrival)
+    command = re.split(r"(?i)\b(?:that|saying)\b|:", said, maxsplit=1)[0]
+    if lead_word(said) not in knowledge.ADDRESS_VERBS:
+        for rx, words in _PHRASE_OF:
+            if rx.search(command):
+                stems |= words
     return _with_synonyms(stems)
 
 
