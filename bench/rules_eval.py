@@ -27,11 +27,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.agent_eval import ROOT, same  # noqa: E402
-from edged.agents import knowledge, slots  # noqa: E402
+from edged.agents import slots  # noqa: E402
 from edged.agents.arguments import Arguments  # noqa: E402
-from edged.agents.assemble import _implied  # noqa: E402
+from edged.agents.assemble import tool_index  # noqa: E402
 from edged.agents.planner import Planner  # noqa: E402
-from edged.agents.selector import CentroidIndex, tool_leads  # noqa: E402
 from edged.models.embed import create_embedder  # noqa: E402
 from edged.tools import registry  # noqa: E402
 
@@ -72,12 +71,8 @@ async def run(where: str, name: str, embed: Any, verbose: bool) -> None:
     every = registry.load(dirs).tools
     prefix = PUBLIC if where == "public" else (name + ".",)
     tools = {n: t for n, t in every.items() if n.startswith(prefix)}
-    index = CentroidIndex(embed)
-    await index.build({t.name: [t.description] + [u for u, _ in t.example_pairs()] + _implied(t)
-                       for t in tools.values()},
-                      leads={t.name: tool_leads(t) | knowledge.address_leads(t)
-                             for t in tools.values()})
-    planner = Planner(tools, index, pool=None, model=None)
+    planner = Planner(tools, await tool_index(list(tools.values()), embed), pool=None,
+                      model=None)
     cases = ROOT / "tests" / "data" / ("agent_eval.jsonl" if where == "public" else
                                        f"{where}/{name}.jsonl")
     totals: collections.Counter[str] = collections.Counter()

@@ -462,17 +462,12 @@ def embed():
 
 
 async def _planner(embed, plugin: str):
-    from edged.agents.assemble import _implied
+    from edged.agents.assemble import tool_index
     from edged.agents.planner import Planner
-    from edged.agents.selector import CentroidIndex, tool_leads
 
     tools = {n: t for n, t in TOOLS.items() if n.startswith(plugin + ".")}
-    index = CentroidIndex(embed)
-    await index.build({t.name: [t.description] + [u for u, _ in t.example_pairs()]
-                       + _implied(t) for t in tools.values()},
-                      leads={t.name: tool_leads(t) | knowledge.address_leads(t)
-                             for t in tools.values()})
-    return Planner(tools, index, pool=None, model=None)
+    return Planner(tools, await tool_index(list(tools.values()), embed), pool=None,
+                   model=None)
 
 
 @pytest.mark.parametrize(("plugin", "text", "tool", "args"), [

@@ -36,6 +36,18 @@ def _implied(tool: Tool) -> list[str]:
 Embed = Callable[[list[str]], Awaitable[list[list[float]]]]
 
 
+async def tool_index(tools: list[Tool], embed: Embed) -> CentroidIndex:
+    """The embeddings index an agent chooses its tools by: each tool's description, its
+    examples and, when its author gave none, the requests its own words imply."""
+    index = CentroidIndex(embed)
+    await index.build({t.name: [t.description] + [u for u, _ in t.example_pairs()]
+                       + _implied(t) for t in tools},
+                      leads={t.name: tool_leads(t) | knowledge.address_leads(t)
+                             for t in tools},
+                      negatives={t.name: t.not_examples for t in tools})
+    return index
+
+
 async def build_agents(agents: Mapping[str, AgentConfig], *, runner: ToolRunner, embed: Embed,
                        pool: ModelPool, governor: Governor, memory: Memory | None,
                        escalator: Escalator | None, consolidator: Consolidator | None = None,
@@ -48,15 +60,8 @@ async def build_agents(agents: Mapping[str, AgentConfig], *, runner: ToolRunner,
     stages: dict[str, Stage] = {}
     agent_texts: dict[str, list[str]] = {}
     for name, acfg in agents.items():
-        index = CentroidIndex(embed)
         tools = runner.visible(acfg.tools)
-        # a tool whose author gave no examples gets the requests its own words imply
-        implied = {t.name: _implied(t) for t in tools}
-        await index.build({t.name: [t.description] + [u for u, _ in t.example_pairs()]
-                           + implied[t.name] for t in tools},
-                          leads={t.name: tool_leads(t) | knowledge.address_leads(t)
-                                 for t in tools},
-                          negatives={t.name: t.not_examples for t in tools})
+        index = await tool_index(tools, embed)
         tiers = [Tier(a, models[a].talks) for a in acfg.tiers if a in models]
         agent = ToolAgent(
             name, acfg, runner=runner, index=index, pool=pool,

@@ -37,9 +37,19 @@ class Code:
     end: int
 
 
+def _about(param: str, doc: str) -> str:
+    return f"{param.replace('_', ' ')} {doc}"
+
+
+def _keys(param: str, doc: str) -> set[str]:
+    """The words a parameter is described by ("customer's" as "customer")."""
+    return {re.sub(r"'s$", "", w) for w in re.findall(r"[a-z']+", _about(param, doc).lower())
+            if len(w) > 2}
+
+
 def is_code(name: str, doc: str, kind: str, choices: object) -> bool:
     """The parameter holds an identifier, not a name or a sentence."""
-    said = f"{name.replace('_', ' ')} {doc}"
+    said = _about(name, doc)
     return kind == "string" and not choices and bool(_CODE_PARAM.search(said)) and \
         not re.search(r"\bnam(?:e|es|ed)\b|\bwho\b|\bdescri", said, re.I)
 
@@ -121,9 +131,7 @@ def pick(codes: list[Code], text: str, param: str, doc: str) -> Code | None:
     """The identifier for ``param``: the only one said, else the one said right after the
     parameter's own words ("order 8120455"), else None (asked, never guessed). One said
     right after another label ("ticket 3198" for an account) is not this parameter's."""
-    keys = {re.sub(r"'s$", "", w) for w in re.findall(r"[a-z']+",
-                                                    f"{param.replace('_', ' ')} {doc}".lower())
-            if len(w) > 2}
+    keys = _keys(param, doc)
     codes = [c for c in codes if not _foreign(_label(text, c), keys)]
     if len(codes) == 1:
         return codes[0]
@@ -182,11 +190,9 @@ def _label(text: str, code: Code) -> str | None:
 def labelled_elsewhere(text: str, value: float, param: str, doc: str) -> bool:
     """A whole number taken for an identifier parameter ("ticket: The ticket number") was
     said as another thing's ("the customer on 402138")."""
-    if not _CODE_PARAM.search(f"{param.replace('_', ' ')} {doc}"):
+    if not _CODE_PARAM.search(_about(param, doc)):
         return False
-    keys = {re.sub(r"'s$", "", w) for w in re.findall(r"[a-z']+",
-                                                    f"{param.replace('_', ' ')} {doc}".lower())
-            if len(w) > 2 and w not in ("the", "and", "for", "its", "our", "your")}
+    keys = _keys(param, doc) - {"the", "and", "for", "its", "our", "your"}
     for m in re.finditer(rf"(?<![\w.]){int(value)}(?![\w.])", text):
         before = re.findall(r"[a-z']+", text[:m.start()].lower())
         while before and before[-1] in ("on", "is", "number", "no", "num", "id", "the"):

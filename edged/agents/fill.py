@@ -319,14 +319,10 @@ def _times(said: str, params: dict[str, Param], out: dict[str, Any]) -> str:
     return said
 
 
-_QUOTE = re.compile(r"[\"\u201c]([^\"\u201d]{2,})[\"\u201d]|(?:^|(?<=\s))[\u2018']"
-                    r"((?:[^\u2019']|'(?=\w))+?)[\u2019'](?=$|[\s,.;:!?])")
-
-
 def _unquoted(said: str) -> str:
     """The request without a quoted message ("Show 'Please switch off your phones'"): the
     words inside are the message's, not a choice or a yes/no."""
-    m = _QUOTE.search(said)
+    m = slots.QUOTED.search(said)
     if m is None or len((m.group(1) or m.group(2) or "").split()) < 2:
         return said
     return said[:m.start()] + " " * (m.end() - m.start()) + said[m.end():]

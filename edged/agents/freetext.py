@@ -36,9 +36,7 @@ _MARKER = re.compile(r"(?:^|\s)(saying|that says|which says|(?:to|two|too) say|t
                      r"(?:to|two|too) read|"
                      r"with the words|the words|telling (?:them|him|her|everyone)|"
                      r"that)\s+(?=\S)", re.I)
-# quoted words: double quotes hold anything; single ones must stand apart ("we'll")
-_QUOTED = re.compile(r"[\"“]([^\"”]{2,})[\"”]|"
-                     r"(?:^|(?<=\s))[‘']((?:[^’']|'(?=\w))+?)[’'](?=$|[\s,.;:!?])")
+_QUOTED = slots.QUOTED
 _COLON = re.compile(r"(?<!\d):\s+(?=\S)|(?<=\d):\s+(?=[^\d\s])")
 _TRAIL = re.compile(r"[\s,;.!?]+$")
 # "Raise a ticket for 119034 - billing address needs updating": a dash sets a message off
@@ -681,12 +679,6 @@ _CHANNEL = re.compile(r"(?i)^(?:(?:over|on|through|via|across)\s+(?:the\s+)?(?:\
                       r"\s+that)[\s,:-]*")
 
 
-def fill_has(text: str, phrase: str) -> bool:
-    from .fill import _has
-
-    return bool(_has(text, phrase))
-
-
 def _without_flags(message: str, tool: Tool, known: dict[str, Any]) -> str:
     """A message less the clause that said a yes/no argument ("it's an emergency, water is
     leaking" -> "water is leaking" when the page was made urgent by those words)."""
@@ -706,9 +698,11 @@ def _without_flags(message: str, tool: Tool, known: dict[str, Any]) -> str:
         parts.pop(0)
     while len(parts) > 1 and is_flag(parts[-1]):
         parts.pop()
+    from .fill import _has
+
     out = ", ".join(parts)
     if (m := re.search(r"(?i)\s+and\s+(?:have|make|let|set|get)\s+(?:it|them)\s+(\w+)$", out)) \
-            and any(fill_has(m.group(1).lower(), f) for f in flags):
+            and any(_has(m.group(1).lower(), f) for f in flags):
         out = out[:m.start()]  # "closed for stocktake and have it scroll"
     words = out.split()
     # "... right now please it's urgent": the flag said at the end

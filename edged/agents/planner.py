@@ -26,6 +26,7 @@ from . import fill, knowledge, slots
 from .arguments import Arguments
 from .meaning import ChoiceMeaning
 from .selector import CentroidIndex, Ranking, lead_word, tool_leads
+from .words import COMMON_VERBS, ToolWords, said_stems, stem, vocabulary
 
 log = logging.getLogger("edged.agents")
 
@@ -49,8 +50,6 @@ SPLIT_MIN_SCORE = 0.5
 # (which it cannot fill), and never below FULLY_SAID_MIN.
 FULLY_SAID_MARGIN = 0.2
 FULLY_SAID_MIN = 0.14
-# What a word only one tool is known by adds to its score (two such words at most).
-OWN_WORD_BOOST = 0.08
 
 
 class WantsCloud(Exception):
@@ -71,8 +70,7 @@ class Planner:
         self.model = model
         self._model_for = model_for
         self.cloud_pick = cloud_pick  # the model may answer "escalate" among close tools
-        self._own: dict[str, set[str]] | None = None
-        self._domain: set[str] | None = None
+        self.words = ToolWords(tools)  # the words each tool is known by
         # the arguments' side: rules, free text, choices by meaning, the model's question
         self.args = Arguments(tools, pool=pool, model=model, model_for=model_for,
                               assist=assist,
@@ -104,7 +102,7 @@ class Planner:
 
     async def step(self, text: str) -> Step | None:
         ranking = await self.index.rank(text, list(self.tools))
-        if boost := self._own_words_boost(text):
+        if boost := self.words.boost(text):
             ranking = ranking.boost(boost)
         if slots.is_question(text):
             ranking = ranking.penalise({n for n, t in self.tools.items() if _changes_state(t)},
@@ -167,7 +165,7 @@ class Planner:
         """The one candidate above ``floor`` that the request names and whose every
         required argument it says (by rule, free text included); None unless exactly one."""
         question = slots.is_question(text)
-        said = _said_stems(text)
+        said = said_stems(text)
         hits: list[Step] = []
         for c in ranking.choices[:4]:
             if c.score < floor:
@@ -182,7 +180,7 @@ class Planner:
                 continue  # nothing said confirms a tool without arguments
             if any(knowledge.of(tool).params[r].kind == "string" and r in
                    knowledge.of(tool).params for r in required) and \
-                    not self._own_words()[tool.name] & said and \
+                    not self.words.own()[tool.name] & said and \
                     not self._measured(text, tool) and \
                     not (question and self._only_lookup(tool, ranking)):
                 # free text fits any request: the tool must be named by its own word, by a
@@ -222,54 +220,6 @@ class Planner:
                    for r in tool.parameters.get("required", [])
                    if r in info.params and info.params[r].kind == "boolean")
 
-
-    def _own_words_boost(self, text: str) -> dict[str, float]:
-        """A request full of names and titles ("Sarah Jones brought back The Hobbit") sits
-        far from every tool's sentences; a word only one tool is known by ("back") still
-        says which. Each such word said raises that tool's score."""
-        said = _said_stems(text)
-        out: dict[str, float] = {}
-        for name, own in self._own_words().items():
-            hits = len(own & said)
-            if hits:
-                out[name] = OWN_WORD_BOOST * min(hits, 2)
-        # "tell the hygienist ...", "ping nurse kim ...": the one tool that can address
-        # someone
-        lead = lead_word(re.sub(r"(?i)\b(?:so|right|well|alright)\b,?", " ", fill.mend(text)))
-        if lead in knowledge.ADDRESS_VERBS:
-            addressing = [n for n, t in self.tools.items() if lead in knowledge.address_leads(t)]
-            if len(addressing) == 1:
-                out[addressing[0]] = out.get(addressing[0], 0.0) + 2 * OWN_WORD_BOOST
-        # a word of the tool's name no other tool's name has ("price" in set_price beside
-        # put_on_sale, whose parameter also says price)
-        names = {n: {_stem(w) for w in re.split(r"[._]", n.lower())[1:]} - _STOP
-                 for n in self.tools}
-        for name, words in names.items():
-            only = words - set().union(*(o for m, o in names.items() if m != name))
-            if only & said and not self._own_words().get(name, set()) & only & said:
-                out[name] = out.get(name, 0.0) + OWN_WORD_BOOST / 2
-        return out
-
-    def _domain_words(self) -> set[str]:
-        """Words every tool of the agent is known by ("library" in a library's tools): they
-        name the domain, not one tool."""
-        if self._domain is None:
-            vocab = [{_stem(w) for w in _vocabulary(t)} for t in self.tools.values()]
-            self._domain = set.intersection(*vocab) if len(vocab) > 2 else set()
-        return self._domain
-
-    def _own_words(self) -> dict[str, set[str]]:
-        if self._own is None:
-            vocab = {n: {_stem(w) for w in _known_by(t)} - _FRAME_WORDS
-                     for n, t in self.tools.items()}
-            # a tool's name words count against the others even when they are common verbs
-            # ("booking" in a reschedule's description is no word of its own beside
-            # book_appointment)
-            named = {n: v | {_stem(w) for w in re.split(r"[._]", n.lower())}
-                     for n, v in vocab.items()}
-            self._own = {n: v - set().union(*(o for m, o in named.items() if m != n))
-                         for n, v in vocab.items()}
-        return self._own
 
     def _by_evidence(self, text: str, ranking: Ranking) -> Step | None:
         """Tools that sound alike (a valve and a watering zone; a preheat and a fridge) are
@@ -329,17 +279,17 @@ class Planner:
             else:
                 score -= 1
         if rivals:
-            own = _vocabulary(tool) - set().union(*(_vocabulary(r) for r in rivals))
+            own = vocabulary(tool) - set().union(*(vocabulary(r) for r in rivals))
             score += len(own & set(slots.words(said)))
         return score
 
     def grounded(self, text: str, tool: Tool) -> bool:
         """The request names something of the tool's: a word of its name or description
         (not a common verb), or a choice value or alias it fills."""
-        said = {_stem(w) for w in slots.words(fill.mend(text))}
-        if ({_stem(w) for w in _vocabulary(tool) - _COMMON_VERBS} - self._domain_words()) & said:
+        said = {stem(w) for w in slots.words(fill.mend(text))}
+        if ({stem(w) for w in vocabulary(tool) - COMMON_VERBS} - self.words.domain()) & said:
             return True
-        if self._own_words().get(tool.name, set()) & _said_stems(text):
+        if self.words.own().get(tool.name, set()) & said_stems(text):
             return True  # a word only this tool is known by ("check" for a check-in)
         info = knowledge.of(tool)
         found = self.filled(text, tool)
@@ -381,110 +331,6 @@ class Planner:
             raise WantsCloud()
         return choice if choice in names else None
 
-
-
-_STOP = {"the", "a", "an", "and", "or", "of", "to", "in", "on", "at", "for", "with", "from",
-         "by", "it", "its", "is", "are", "be", "this", "that", "set", "get", "turn", "true",
-         "false", "room"}
-
-
-# words that frame any request, whatever the tool
-_FRAME_WORDS = set("""please can could would will shall should may might must you your yours our
-ours my mine me not now all any some one new say said want wants need needs like just also then
-than into onto up out off over about after before if whether them they their theirs these those
-has have had having was were been being does did done first itself himself herself none known
-right str int bool very more most much many such only own same other another each every both
-either neither here there when where which while what who whom whose why how yes true false
-let lets get got gets going come comes came again still already yet too well thing things
-""".split())
-
-_COMMON_VERBS = {"turn", "turns", "switch", "switches", "make", "makes", "start", "starts",
-                 "stop", "stops", "open", "opens", "close", "closes", "send", "sends", "book",
-                 "books", "add", "adds", "put", "puts", "check", "checks", "tell", "tells",
-                 "give", "gives", "take", "takes", "keep", "keeps", "show", "shows", "read",
-                 "reads", "change", "changes", "how", "what", "when", "where", "which",
-                 "your", "their", "there", "here"}
-
-
-def _stem(word: str) -> str:
-    return re.sub(r"(?:ping|ing|ed|es|s)$", "", word) if len(word) > 4 else word
-
-
-def _vocabulary(tool: Tool) -> set[str]:
-    """The words a tool is known by: its name's, its description's and its examples',
-    with plurals."""
-    words = set(re.split(r"[._]", tool.name.lower())) | set(slots.words(tool.description))
-    for utterance, _ in tool.example_pairs():
-        words |= set(slots.words(utterance))
-    words = {w for w in words if len(w) > 2 and w not in _STOP}
-    return words | {w[:-1] for w in words if w.endswith("s")} | {w + "s" for w in words}
-
-
-
-def _said_stems(text: str) -> set[str]:
-    """The request's word stems, each with its plain synonym ("borrowing" also says "lend"),
-    and the plain words of an everyday phrase ("have we got any" asks what is left)."""
-    said = fill.mend(text)
-    stems = {_stem(w) for w in slots.words(said)}
-    # (only the command's own words: "tell the groomer that lola's owner is here" is no
-    # arrival)
-    command = re.split(r"(?i)\b(?:that|saying)\b|:", said, maxsplit=1)[0]
-    if lead_word(said) not in knowledge.ADDRESS_VERBS:
-        for rx, words in _PHRASE_OF:
-            if rx.search(command):
-                stems |= words
-    return _with_synonyms(stems)
-
-
-# everyday phrasings and the plain words a tool's author would use for them
-_PHRASE_OF: list[tuple[re.Pattern[str], set[str]]] = [
-    (re.compile(r"(?i)\b(?:do|did) we (?:still )?have\b|\bhave we (?:still )?got\b|"
-                r"\b(?:are|is) we out of\b|\bare we out\b|\bany (?:\w+ )*left\b|"
-                r"\bin stock\b|\bhow many\b.*\bleft\b|\brun(?:ning)? out\b|"
-                r"\bis there any\b|\bare there any\b"),
-     {"left", "stock", "available", "availability", "level", "quantity"}),
-    (re.compile(r"(?i)\b(?:is|are|'s) (?:here|in)\b(?! (?:the|a|an|my|our)\b)|"
-                r"(?<!never )(?<!not )(?<!n't )(?:\bwalked in\b|\bturned up\b|\bshowed up\b)|"
-                r"\bjust got here\b|"
-                r"\bhas arrived\b|\bhave arrived\b|^arrived\b"),
-     {"arriv", "arrive", "arrival", "check", "checkin"}),
-    (re.compile(r"(?i)\bhow much (?:is|are|does|do)\b|"
-                r"\bwhat(?:'s| is| does)\b.*\b(?:cost|price)\b"),
-     {"price", "cost", "costs"}),
-]
-
-
-def _with_synonyms(stems: set[str]) -> set[str]:
-    return stems | {_VERB_OF[s] for s in stems if s in _VERB_OF}
-
-
-# everyday verbs and the plainer verb they mean, as stems ("borrowing" -> "lend"); only
-# verbs that mean one thing whatever the domain
-_VERB_OF = {_stem(k): _stem(v) for k, v in {
-    "borrow": "lend", "borrowing": "lend", "borrowed": "lend", "loan": "lend",
-    "brought": "return", "returned": "return", "hold": "reserve", "reserved": "reserve",
-    "scrap": "cancel", "scrapped": "cancel", "axe": "cancel", "cancelled": "cancel",
-    "arrived": "arrive", "arrival": "arrive", "discount": "sale", "promotion": "sale",
-    "markdown": "sale", "announcement": "announce", "broadcast": "announce", "ping": "page",
-    "buzz": "page", "costs": "price", "cost": "price", "delivered": "delivery",
-    "heating": "heat",
-}.items()}
-
-
-def _known_by(tool: Tool) -> set[str]:
-    """The words a tool's author used for what it does: its name, description, parameter
-    names and descriptions, and its examples without their values ("Alice Carter")."""
-    text = [tool.name.replace(".", " ").replace("_", " "), tool.description,
-            *(f"{p.replace('_', ' ')} {d}" for p, d in tool.param_docs.items())]
-    for utterance, args in tool.example_pairs():
-        rest = utterance.lower()
-        for v in (args or {}).values():
-            rest = rest.replace(str(v).lower(), " ")
-        text.append(rest)
-    words = {w for t in text for w in slots.words(t)
-             if len(w) > 2 and not w.isdigit()}
-    numbers = set(slots._UNITS) | set(slots._TENS) | set(slots._SCALES)
-    return words - _STOP - _COMMON_VERBS - _FRAME_WORDS - numbers
 
 
 _OFF_VERBS = re.compile(r"^(?:(?:please|can you|could you|okay|ok|so|now|just)\s+)*"

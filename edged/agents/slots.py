@@ -23,6 +23,9 @@ _TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "sev
 _SCALES = {"hundred": 100, "thousand": 1000}
 _FRACTIONS = {"half": 0.5, "quarter": 0.25}
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?|\d+(?:[.,]\d+)?|%")
+# quoted words: double quotes hold anything; single ones must stand apart ("we'll")
+QUOTED = re.compile(r"[\"\u201c]([^\"\u201d]{2,})[\"\u201d]|"
+                    r"(?:^|(?<=\s))[\u2018']((?:[^\u2019']|'(?=\w))+?)[\u2019'](?=$|[\s,.;:!?])")
 
 
 def words(text: str) -> list[str]:
